@@ -1,0 +1,96 @@
+"""The plugin contract: every hook plfw calls, with its signature and meaning.
+
+A plugin is a module (or object) with functions decorated by ``plfw.hookimpl`` whose names match
+the specs below. It is found through the ``plfw`` entry-point group, exactly as the built-ins are.
+
+Registration hooks receive a :class:`plfw.registry.Register` bound to one component kind and call
+it once per component: ``register(name, factory, params)``. ``params`` is a dataclass; the config's
+keys for that component are validated against it and the factory is called with one instance of
+it holding plain Python values. Registration hooks return nothing, so registry contents never
+depend on the order pluggy calls them in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("plfw")
+
+
+@hookspec
+def plfw_register_generators(register: Any) -> None:
+    """Register generators: factory(params) -> nn.Module mapping LR [0, 1] to SR.
+
+    The module has ``scale: int`` and ``output_range: tuple[float, float]`` (the range its output
+    and pixel targets live in; the paper's SRResNet uses (-1, 1))."""
+
+
+@hookspec
+def plfw_register_discriminators(register: Any) -> None:
+    """Register discriminators: factory(params) -> nn.Module mapping an image batch in the
+    generator's output range to one logit per image, shape (N,) or (N, 1)."""
+
+
+@hookspec
+def plfw_register_feature_extractors(register: Any) -> None:
+    """Register loss networks: factory(params) -> nn.Module with ``taps: tuple[str, ...]`` and
+    ``input_spec: plfw.features.InputSpec``. Its forward takes images already converted to
+    ``input_spec`` and returns ``dict[tap, Tensor]``. It must be frozen with
+    ``plfw.features.freeze``."""
+
+
+@hookspec
+def plfw_register_losses(register: Any) -> None:
+    """Register losses: factory(params) -> nn.Module. Pixel and feature losses are called as
+    ``loss(sr, hr)`` on images in the generator's output range and return a scalar. A loss with
+    ``adversarial = True`` instead provides ``generator_loss(real_logits, fake_logits)`` and
+    ``discriminator_loss(real_logits, fake_logits)``."""
+
+
+@hookspec
+def plfw_register_datasets(register: Any) -> None:
+    """Register datasets: factory(params) -> torch Dataset of ``(lr, hr)`` float tensors in [0, 1],
+    CHW, RGB, with ``hr`` exactly ``scale`` times ``lr`` in both sides."""
+
+
+@hookspec
+def plfw_register_metrics(register: Any) -> None:
+    """Register metrics: factory(params) -> callable(sr, hr) -> float on single images in [0, 1]
+    (CHW); ``higher_is_better: bool`` attribute."""
+
+
+@hookspec
+def plfw_register_callbacks(register: Any) -> None:
+    """Register callbacks: factory(params) -> object with any of ``on_train_start(trainer)``,
+    ``on_step_end(trainer, step, logs)``, ``on_validation_end(trainer, step, metrics)``,
+    ``on_train_end(trainer)``. Selected by name in the config's ``callbacks`` list."""
+
+
+@hookspec(firstresult=True)
+def plfw_resolve_weights(kind: str, name: str, weights: str) -> Path | None:
+    """Return a local file holding weights ``weights`` for component ``name`` of ``kind``, or
+    None to let the next plugin (and finally the component itself) decide. The first non-None
+    answer wins: this is how an offline machine points plfw at files it already has."""
+
+
+@hookspec
+def plfw_on_train_start(trainer: Any) -> None:
+    """Called once before the first step of each phase, for every installed plugin."""
+
+
+@hookspec
+def plfw_on_step_end(trainer: Any, step: int, logs: dict[str, float]) -> None:
+    """Called at each logging interval with the step number and the averaged losses."""
+
+
+@hookspec
+def plfw_on_validation_end(trainer: Any, step: int, metrics: dict[str, float]) -> None:
+    """Called after each validation with the mean metric values."""
+
+
+@hookspec
+def plfw_on_train_end(trainer: Any) -> None:
+    """Called once after the last step of each phase (also when the run stops early)."""

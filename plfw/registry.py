@@ -1,0 +1,149 @@
+"""Name -> factory tables, one per component kind, filled by the registration hooks.
+
+Each entry remembers which distribution provided it, so a clash between two packages is reported
+with both providers instead of one silently winning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from plfw.errors import UserError, suggest
+
+KINDS = (
+    "generator",
+    "discriminator",
+    "feature_extractor",
+    "loss",
+    "dataset",
+    "metric",
+    "callback",
+)
+PLURAL = {k: ("losses" if k == "loss" else k + "s") for k in KINDS}
+
+
+@dataclass(frozen=True)
+class Provider:
+    """Where a component came from: entry-point name, distribution and its version."""
+
+    plugin: str
+    distribution: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version} (plugin '{self.plugin}')"
+
+
+@dataclass
+class Component:
+    kind: str
+    name: str
+    factory: Callable[[Any], Any]
+    params: type | None
+    provider: Provider
+    description: str = ""
+
+
+@dataclass
+class Registry:
+    """All registered components plus the clashes found while registering them."""
+
+    components: dict[str, dict[str, Component]] = field(
+        default_factory=lambda: {k: {} for k in KINDS}
+    )
+    conflicts: dict[tuple[str, str], list[Provider]] = field(default_factory=dict)
+
+    def add(self, component: Component) -> None:
+        table = self.components[component.kind]
+        key = (component.kind, component.name)
+        if key in self.conflicts:
+            self.conflicts[key].append(component.provider)
+        elif component.name in table:
+            self.conflicts[key] = [table.pop(component.name).provider, component.provider]
+        else:
+            table[component.name] = component
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(set(self.components[kind]) | {n for k, n in self.conflicts if k == kind})
+
+    def get(self, kind: str, name: str) -> Component:
+        if (kind, name) in self.conflicts:
+            providers = " and ".join(str(p) for p in self.conflicts[(kind, name)])
+            raise UserError(
+                f"{kind} '{name}' is registered by more than one plugin: {providers}; "
+                f"uninstall one or block it with PLFW_BLOCK_PLUGINS"
+            )
+        if kind not in self.components:
+            raise UserError(f"unknown component kind '{kind}'{suggest(kind, KINDS)}")
+        try:
+            return self.components[kind][name]
+        except KeyError:
+            raise UserError(
+                f"unknown {kind} '{name}'{suggest(name, self.names(kind))}"
+            ) from None
+
+    def build(self, kind: str, spec: Any, where: str = "") -> Any:
+        """Validate ``spec`` ({name: ..., **params} or a bare name) and call the factory."""
+        name, params = split_spec(spec, where or kind)
+        component = self.get(kind, name)
+        return component.factory(validate_params(component, params, where or kind))
+
+
+def split_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
+    """Accept 'name' or {'name': ..., other params} (plain or omegaconf) and split it."""
+    if OmegaConf.is_config(spec):
+        spec = OmegaConf.to_container(spec, resolve=True)
+    if isinstance(spec, str):
+        return spec, {}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise UserError(f"{where}: expected a mapping with a 'name' key, got {spec!r}")
+    params = dict(spec)
+    return str(params.pop("name")), params
+
+
+def validate_params(component: Component, params: dict[str, Any], where: str) -> Any:
+    """Check ``params`` against the component's own dataclass; return an instance of it."""
+    cls = component.params
+    if cls is None:
+        if params:
+            raise UserError(f"{where}: {component.kind} '{component.name}' takes no parameters, "
+                            f"got {', '.join(sorted(params))}")
+        return None
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in params:
+        if key not in valid:
+            raise UserError(
+                f"{where}: unknown parameter '{key}' for {component.kind} "
+                f"'{component.name}'{suggest(key, valid)}"
+            )
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cls), params)
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise UserError(f"{where}: {component.kind} '{component.name}' needs "
+                            f"{', '.join(missing)}")
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        msg = str(exc).splitlines()[0]
+        raise UserError(f"{where}: bad parameter for {component.kind} '{component.name}': "
+                        f"{msg}") from None
+
+
+class Register:
+    """Callable handed to a registration hook; binds the kind and the providing plugin."""
+
+    def __init__(self, registry: Registry, kind: str, provider: Provider) -> None:
+        self._registry, self.kind, self.provider = registry, kind, provider
+
+    def __call__(self, name: str, factory: Callable[[Any], Any], params: type | None = None,
+                 description: str = "") -> None:
+        if params is not None and not dataclasses.is_dataclass(params):
+            raise TypeError(f"{self.kind} '{name}': params must be a dataclass type")
+        self._registry.add(Component(self.kind, name, factory, params, self.provider,
+                                     description))

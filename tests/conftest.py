@@ -1,0 +1,27 @@
+"""Shared fixtures: the benchmark images in ../shared/data (skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PLFW_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (Set5, Set14, T91); tests that need it skip cleanly without it."""
+    if not (SHARED_DATA / "benchmarks" / "Set5" / "HR").is_dir():
+        pytest.skip(f"shared benchmark data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees plugins loaded from its own environment, not a cached set."""
+    import plfw.plugins
+
+    monkeypatch.setattr(plfw.plugins, "_CACHE", None)
