@@ -45,9 +45,12 @@ def plfw_register_feature_extractors(register: Any) -> None:
 @hookspec
 def plfw_register_losses(register: Any) -> None:
     """Register losses: factory(params) -> nn.Module. Pixel and feature losses are called as
-    ``loss(sr, hr)`` on images in the generator's output range and return a scalar. A loss with
-    ``adversarial = True`` instead provides ``generator_loss(real_logits, fake_logits)`` and
-    ``discriminator_loss(real_logits, fake_logits)``."""
+    ``loss(sr, hr)`` on images in the generator's output range and return a scalar; before
+    training the trainer calls ``loss.set_image_range(lo, hi)`` when the loss defines it (a loss
+    network needs [0, 1] images) and ``loss.calibrate(hr)`` with a batch of HR images in that range
+    when it defines that. A loss with ``adversarial = True`` instead provides
+    ``generator_loss(real_logits, fake_logits)`` and ``discriminator_loss(real_logits,
+    fake_logits)``."""
 
 
 @hookspec

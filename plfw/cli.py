@@ -1,0 +1,204 @@
+"""The ``plfw`` command. User mistakes print one line on stderr and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from plfw import __version__
+from plfw.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from plfw.config import load_config
+    from plfw.trainer import Trainer, summary_table
+
+    cfg = load_config(args.config, args.overrides)
+    trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite,
+                      progress=not args.quiet)
+    summary = trainer.fit()
+    if summary and trainer.rt.is_main:
+        print(summary_table(summary, len(trainer.val_pairs)))
+        print(f"run directory: {trainer.run_dir}")
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    config = Path(args.run_dir) / "config.yaml"
+    if not config.is_file():
+        raise UserError(f"{args.run_dir}: not a plfw run directory (no config.yaml)")
+    args.config, args.resume, args.overwrite = config, True, False
+    args.overrides = [f"run_dir={args.run_dir}", *args.overrides]
+    return _cmd_train(args)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from plfw.evaluate import bicubic, evaluate, load_pairs
+
+    pairs = load_pairs(args.hr, args.lr, args.scale, args.limit)
+    if args.model == "bicubic":
+        method = bicubic(args.scale)
+    else:
+        from plfw.generators import load_generator
+        from plfw.runtime import make_runtime
+        from plfw.trainer import runner
+
+        rt = make_runtime(args.device, args.precision, "false")
+        module, out_range = load_generator(args.model)
+        if getattr(module, "scale", args.scale) != args.scale:
+            raise UserError(f"{args.model}: the model upscales x{module.scale}, not "
+                            f"--scale {args.scale}")
+        method = runner(module.to(rt.device), out_range, rt)
+    result = evaluate(method, pairs, border=args.border if args.border >= 0 else args.scale)
+    result = {"model": str(args.model), "scale": args.scale, **result}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for row in result["per_image"]:
+            print(f"{row['name']:<24} PSNR-Y {row['psnr_y']:7.3f} dB   SSIM-Y {row['ssim_y']:.4f}")
+        print(f"{'mean (' + str(result['images']) + ' images)':<24} PSNR-Y "
+              f"{result['psnr_y']:7.3f} dB   SSIM-Y {result['ssim_y']:.4f}")
+    return 0
+
+
+def _cmd_upscale(args: argparse.Namespace) -> int:
+    from plfw.upscale import upscale_files
+
+    failures = upscale_files(args.inputs, args.out, model=args.model, tile=args.tile,
+                             overlap=args.overlap, overwrite=args.overwrite, device=args.device,
+                             precision=args.precision, progress=not args.quiet)
+    return 1 if failures else 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from plfw.plugins import get_plugins
+    from plfw.registry import KINDS
+
+    plugins = get_plugins()
+    rows: list[dict[str, Any]] = []
+    for kind in KINDS:
+        for name, comp in sorted(plugins.registry.components[kind].items()):
+            rows.append({"kind": kind, "name": name, "distribution": comp.provider.distribution,
+                         "version": comp.provider.version, "plugin": comp.provider.plugin,
+                         "description": comp.description})
+    for (kind, name), providers in sorted(plugins.registry.conflicts.items()):
+        for p in providers:
+            rows.append({"kind": kind, "name": name, "distribution": p.distribution,
+                         "version": p.version, "plugin": p.plugin,
+                         "error": f"{kind} '{name}' is also registered by another plugin"})
+    failed = [{"kind": "failed", "name": f.name, "distribution": f.distribution,
+               "version": f.version, "error": f.error} for f in plugins.failed]
+    if args.json:
+        print(json.dumps(rows + failed, indent=2))
+        return 0
+    width = max([len(r["name"]) for r in rows] + [8])
+    for r in rows:
+        status = f"  ERROR: {r['error']}" if "error" in r else ""
+        print(f"{r['kind']:<18} {r['name']:<{width}} {r['distribution']} {r['version']}{status}")
+    for f in failed:
+        print(f"FAILED plugin '{f['name']}' from {f['distribution']} {f['version']}: {f['error']}")
+    return 0
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plfw", description="Plugin-based perceptual-loss training for super-resolution.")
+    parser.add_argument("--version", action="version", version=f"plfw {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train from a YAML config",
+                       description="Train from a YAML config; KEY=VALUE pairs override it, e.g. "
+                                   "phases.srresnet.steps=100 train.device=cpu.")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in a run directory that already holds checkpoints")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("resume", help="continue a run from its latest checkpoint",
+                       description="Continue the run in RUN_DIR from its latest checkpoint.")
+    p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("eval", help="PSNR-Y / SSIM-Y of bicubic or a model",
+                       description="Per-image and mean PSNR-Y / SSIM-Y (BT.601 Y, border = scale).")
+    p.add_argument("--model", required=True,
+                   help="'bicubic', a checkpoint, an exported generator or a bundled model name")
+    p.add_argument("--hr", required=True, help="folder of HR images")
+    p.add_argument("--lr", help="folder of LR images (default: MATLAB-compatible bicubic "
+                                "downscale of the HR images)")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--border", type=int, default=-1, help="pixels cropped (default: scale)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_runtime(p)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("upscale", help="super-resolve images",
+                       description="Super-resolve images in overlapping tiles (bounded memory).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("--model", default="srgan",
+                   help="checkpoint, exported generator or bundled model name (default: srgan)")
+    p.add_argument("--out", default="upscaled", help="output folder (default: ./upscaled)")
+    p.add_argument("--tile", type=int, default=128, help="LR tile side (0: whole image)")
+    p.add_argument("--overlap", type=int, default=16, help="LR pixels shared by tiles")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", action="store_true")
+    _add_runtime(p)
+    p.set_defaults(func=_cmd_upscale)
+
+    p = sub.add_parser("plugins", help="list registered components and failed plugins",
+                       description="List every registered component with its provider.")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=_cmd_plugins)
+
+    for extra in _extra_commands():
+        extra(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[Any], None]]:
+    """Subcommands that live in their own modules (imported only to add their parsers)."""
+    adders = []
+    for module in ("plfw.mos.cli", "plfw.bench", "plfw.ablate"):
+        try:
+            mod = __import__(module, fromlist=["add_parser"])
+        except ImportError:
+            continue
+        adders.append(mod.add_parser)
+    return adders
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"plfw: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("plfw: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

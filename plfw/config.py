@@ -1,0 +1,248 @@
+"""Typed run configuration: YAML (+ ``extends``) + ``key=value`` overrides -> plain dataclasses.
+
+The schema below covers the core's own settings. Component specs (generator, datasets, losses,
+discriminator, metrics, callbacks) are free-form here and validated later against each plugin's
+own params dataclass, so omegaconf's struct mode never blocks a plugin's keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from plfw.errors import UserError, suggest
+
+
+@dataclass
+class DataSettings:
+    train: Any = MISSING  # dataset spec: {name: hr_folder, root: ..., crop: 96, ...}
+    val: Any = None  # dataset spec for validation (whole images), or null
+    batch_size: int = 16
+    workers: int = 0
+    val_images: int = 0  # use at most this many validation images (0 = all)
+
+
+@dataclass
+class PhaseSettings:
+    steps: int = MISSING  # generator updates in this phase (0 skips the phase)
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    milestones: list[int] = field(default_factory=list)  # phase steps where lr *= gamma
+    gamma: float = 0.1
+    losses: Any = None  # {label: {name, weight, **params}}; null = {pixel: {name: mse}}
+    discriminator: Any = None  # a discriminator spec turns on adversarial training
+    d_lr: float | None = None  # defaults to lr
+    d_updates: int = 1  # discriminator updates per generator update
+    init: str | None = None  # checkpoint or generator weights to start this phase from
+
+
+@dataclass
+class TrainSettings:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast, fp32 master weights)
+    channels_last: str = "auto"  # auto | true | false
+    compile: bool = False
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    log_every: int = 50
+    val_every: int = 1000
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    ema: float = 0.0  # EMA decay of the generator (0 = off), e.g. 0.999
+    grad_clip: float = 0.0  # max gradient norm (0 = no clipping)
+    explode_norm: float = 1.0e6  # a gradient norm above this counts as a bad step
+    max_bad_steps: int = 10  # stop after this many non-finite/exploding steps in a row
+    deterministic: bool = False
+    sample_images: int = 4  # validation images shown in the sample grid
+
+
+@dataclass
+class Config:
+    extends: Any = None
+    name: str = ""  # defaults to the config file's stem
+    run_dir: str = ""  # defaults to runs/<name>
+    seed: int = 0
+    scale: int = 4
+    generator: Any = MISSING
+    data: DataSettings = field(default_factory=DataSettings)
+    phases: dict[str, PhaseSettings] = field(default_factory=dict)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    metrics: list[Any] = field(default_factory=lambda: ["psnr_y", "ssim_y"])
+    callbacks: list[Any] = field(default_factory=list)
+    notes: str = ""  # free text, e.g. how this config departs from the paper
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).replace("\n", " ")
+        raise UserError(f"{path}: not valid YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge mappings; lists and scalars in ``over`` replace those in ``base``."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_config_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, following ``extends`` (a path relative to the file, or a list)."""
+    path = path.resolve()
+    if path in _seen:
+        raise UserError(f"{path}: 'extends' loops back to itself")
+    data = _read_yaml(path)
+    parents = data.pop("extends", None)
+    if parents is None:
+        return data
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else list(parents):
+        merged = _merge(merged, read_config_file(path.parent / str(parent), _seen + (path,)))
+    return _merge(merged, data)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise UserError(f"override '{item}' is not of the form key=value (e.g. train.log_every=10)")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise UserError(f"override '{item}' has an empty key")
+    return parts, value
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in nested mappings (list items by index: ``metrics.0=psnr_y``)."""
+    parts, value = _parse_override(item)
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            try:
+                idx = int(part)
+                node[idx]  # noqa: B018 - bounds check
+            except (ValueError, IndexError):
+                raise UserError(f"override '{item}': '{part}' is not a valid index into a list "
+                                f"of {len(node)} items") from None
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+            continue
+        if not isinstance(node, dict):
+            raise UserError(f"override '{item}': '{'.'.join(parts[:i])}' is not a mapping")
+        if last:
+            node[part] = value
+        else:
+            if not isinstance(node.get(part), dict | list):
+                node[part] = {}
+            node = node[part]
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    return tp if dataclasses.is_dataclass(tp) else None
+
+
+def check_keys(data: Any, schema: type, where: str) -> None:
+    """Reject unknown keys in the typed part of the config, naming the closest valid ones."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(schema)
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in hints:
+            raise UserError(f"unknown config key '{path}'{suggest(str(key), hints)}")
+        tp = hints[key]
+        if _dataclass_of(tp) and isinstance(value, dict):
+            check_keys(value, tp, path)
+        elif typing.get_origin(tp) is dict and isinstance(value, dict):
+            inner = _dataclass_of(typing.get_args(tp)[1])
+            if inner:
+                for name, sub in value.items():
+                    if sub is not None:
+                        check_keys(sub, inner, f"{path}.{name}")
+
+
+def build_config(data: dict[str, Any], name: str = "") -> Config:
+    """Validate a plain mapping against the schema and return a typed Config."""
+    data = dict(data)
+    data.pop("extends", None)
+    # A phase set to null in an override or a child config removes it.
+    if isinstance(data.get("phases"), dict):
+        data["phases"] = {k: v for k, v in data["phases"].items() if v is not None}
+    check_keys(data, Config, "")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), data)
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise UserError(f"config is missing required key(s): {', '.join(missing)}")
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or "config"
+        raise UserError(f"{key}: {str(exc).splitlines()[0]}") from None
+    assert isinstance(cfg, Config)
+    cfg = _plain(cfg)
+    if not cfg.name:
+        cfg.name = name or "run"
+    if not cfg.run_dir:
+        cfg.run_dir = str(Path("runs") / cfg.name)
+    if not cfg.phases:
+        raise UserError("config defines no phases: add e.g. phases: {srresnet: {steps: 1000}}")
+    if cfg.scale not in (2, 3, 4, 8):
+        raise UserError(f"config: scale must be 2, 3, 4 or 8, got {cfg.scale}")
+    return cfg
+
+
+def _plain(obj: Any) -> Any:
+    """Turn any omegaconf containers left inside free-form fields into dicts and lists."""
+    if OmegaConf.is_config(obj):
+        return OmegaConf.to_container(obj, resolve=True)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            setattr(obj, f.name, _plain(getattr(obj, f.name)))
+        return obj
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Config file + overrides -> validated Config. Raises UserError on any mistake."""
+    path = Path(path)
+    data = read_config_file(path)
+    for item in overrides or []:
+        apply_override(data, item)
+    return build_config(data, name=path.stem)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain Python values (for YAML files and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

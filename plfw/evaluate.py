@@ -1,0 +1,94 @@
+"""Scoring SR methods the way the paper does: per image, then the mean.
+
+A *method* is any callable LR -> SR on single CHW images in [0, 1]: bicubic (MATLAB-compatible),
+a trained generator, or a tiled runner around one. Grayscale benchmark images (Set14 ``bridge``)
+are scored on their single channel, as the paper's tools did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from plfw.errors import UserError
+from plfw.images import list_images, load_gray_or_rgb
+from plfw.imresize import bicubic_downscale_uint8, imresize
+from plfw.metrics import psnr_y, ssim_y
+
+Method = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Pair:
+    name: str
+    lr: torch.Tensor  # CHW, C = 1 or 3, [0, 1]
+    hr: torch.Tensor
+
+
+def load_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int,
+               limit: int = 0) -> list[Pair]:
+    """HR images (+ LR by file stem, or LR made with the MATLAB-compatible bicubic downscale)."""
+    hr_paths = list_images(hr_dir)
+    if limit:
+        hr_paths = hr_paths[:limit]
+    lr_by_stem = {p.stem: p for p in list_images(lr_dir)} if lr_dir else {}
+    pairs = []
+    for path in hr_paths:
+        hr = load_gray_or_rgb(path)
+        if lr_dir:
+            if path.stem not in lr_by_stem:
+                raise UserError(f"{lr_dir}: no LR image for '{path.name}' (LR files are matched "
+                                "to HR files by name)")
+            lr = load_gray_or_rgb(lr_by_stem[path.stem])
+            if lr.shape[0] != hr.shape[0]:
+                lr = lr.mean(0, keepdim=True) if hr.shape[0] == 1 else lr.expand(3, -1, -1)
+        else:
+            h, w = hr.shape[-2:]
+            hr = hr[:, : h - h % scale, : w - w % scale]
+            lr = bicubic_downscale_uint8(hr * 255.0, scale).float() / 255.0
+        if tuple(hr.shape[-2:]) != (lr.shape[-2] * scale, lr.shape[-1] * scale):
+            raise UserError(f"{path}: HR size {tuple(hr.shape[-2:])} is not {scale}x the LR size "
+                            f"{tuple(lr.shape[-2:])}; check --scale or the LR folder")
+        pairs.append(Pair(path.stem, lr, hr))
+    return pairs
+
+
+def bicubic(scale: int) -> Method:
+    """MATLAB-compatible bicubic upscaling, quantised to 8 bits like a saved image."""
+
+    def run(lr: torch.Tensor) -> torch.Tensor:
+        return (imresize(lr, scale=scale).clamp(0, 1) * 255).round() / 255
+
+    return run
+
+
+def _match_channels(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    if hr.shape[0] == 1 and sr.shape[0] == 3:
+        return sr.mean(0, keepdim=True)
+    return sr
+
+
+def score(sr: torch.Tensor, hr: torch.Tensor, border: int) -> dict[str, float]:
+    sr = _match_channels(sr, hr)
+    return {"psnr_y": psnr_y(sr, hr, border), "ssim_y": ssim_y(sr, hr, border)}
+
+
+def evaluate(method: Method, pairs: Sequence[Pair], border: int,
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Per-image and mean PSNR-Y / SSIM-Y of ``method`` over ``pairs``."""
+    if not pairs:
+        raise UserError("nothing to evaluate: no image pairs")
+    rows = []
+    for pair in pairs:
+        lr = pair.lr if pair.lr.shape[0] == 3 else pair.lr.expand(3, -1, -1)
+        with torch.inference_mode():
+            sr = method(lr).float().cpu()
+        rows.append({"name": pair.name, **score(sr, pair.hr, border)})
+        if progress:
+            progress(pair.name)
+    means = {k: sum(r[k] for r in rows) / len(rows) for k in ("psnr_y", "ssim_y")}
+    return {**means, "images": len(rows), "per_image": rows}

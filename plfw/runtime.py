@@ -1,0 +1,112 @@
+"""Where and how fast to run: device, precision, memory format, threads, distributed ranks.
+
+Decisions are made once from the config's ``train`` section and the hardware, so the trainer,
+``bench`` and ``upscale`` agree on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+
+from plfw.errors import UserError
+
+
+@cache
+def cpu_has_fast_bf16() -> bool:
+    """AVX-512 BF16 or AMX: the CPUs on which bf16 autocast pays off."""
+    try:
+        flags = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    bf16: bool
+    channels_last: bool
+    compile: bool
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def to(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=self.memory_format()) if x.dim() == 4 else x
+
+
+def _flag(value: str | bool, default: bool, what: str) -> bool:
+    text = str(value).lower()
+    if text == "auto":
+        return default
+    if text in {"true", "1", "yes", "on"}:
+        return True
+    if text in {"false", "0", "no", "off"}:
+        return False
+    raise UserError(f"train.{what}: expected auto, true or false, got {value!r}")
+
+
+def pick_device(name: str) -> torch.device:
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if name == "auto":
+        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"train.device: unknown device '{name}' (use auto, cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device: CUDA was asked for but is not available; use device=cpu")
+    return device
+
+
+def make_runtime(device: str = "auto", precision: str = "auto", channels_last: str = "auto",
+                 compile: bool = False, threads: int = 0) -> Runtime:
+    """Resolve 'auto' settings: bf16, channels_last on CUDA and on CPUs with fast bf16."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+    fast = dev.type == "cuda" or cpu_has_fast_bf16()
+    if precision == "auto":
+        bf16 = fast
+    elif precision in ("fp32", "bf16"):
+        bf16 = precision == "bf16"
+    else:
+        raise UserError(f"train.precision: expected auto, fp32 or bf16, got {precision!r}")
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return Runtime(dev, bf16, _flag(channels_last, fast, "channels_last"), compile, rank, world)
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    """Temporarily switch modules to eval mode, restoring each one's previous mode."""
+    previous = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, was in zip(modules, previous, strict=True):
+            m.train(was)
