@@ -18,9 +18,10 @@ EXIT_USER_ERROR = 2
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from plfw.config import load_config
-    from plfw.trainer import Trainer, summary_table
 
     cfg = load_config(args.config, args.overrides)
+    from plfw.trainer import Trainer, summary_table  # imports torch: after the config checks
+
     trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite,
                       progress=not args.quiet)
     summary = trainer.fit()
@@ -156,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="srgan",
                    help="checkpoint, exported generator or bundled model name (default: srgan)")
     p.add_argument("--out", default="upscaled", help="output folder (default: ./upscaled)")
-    p.add_argument("--tile", type=int, default=128, help="LR tile side (0: whole image)")
-    p.add_argument("--overlap", type=int, default=16, help="LR pixels shared by tiles")
+    p.add_argument("--tile", type=int, default=256, help="LR tile side (0: whole image)")
+    p.add_argument("--overlap", type=int, default=32, help="LR pixels shared by tiles")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true")
     _add_runtime(p)

@@ -47,7 +47,10 @@ def _frozen_class(cls: type) -> type:
         def train(self: nn.Module, mode: bool = True) -> nn.Module:
             return cls.train(self, False)
 
-        _FROZEN_CLASSES[cls] = type(f"Frozen{cls.__name__}", (cls,), {"train": train})
+        # Published in this module under a unique name so that pickle can find it again.
+        name = f"Frozen_{cls.__module__.replace('.', '_')}_{cls.__qualname__.replace('.', '_')}"
+        frozen = type(name, (cls,), {"train": train, "__module__": __name__})
+        globals()[name] = _FROZEN_CLASSES[cls] = frozen
     return _FROZEN_CLASSES[cls]
 
 

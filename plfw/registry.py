@@ -48,6 +48,7 @@ class Component:
     params: type | None
     provider: Provider
     description: str = ""
+    prefix_param: str | None = None  # "timm:<model>" fills params.model with "<model>"
 
 
 @dataclass
@@ -79,20 +80,32 @@ class Registry:
                 f"{kind} '{name}' is registered by more than one plugin: {providers}; "
                 f"uninstall one or block it with PLFW_BLOCK_PLUGINS"
             )
+        return self.resolve(kind, name)[0]
+
+    def resolve(self, kind: str, name: str) -> tuple[Component, dict[str, Any]]:
+        """The component for ``name`` plus params implied by a ``family:rest`` name."""
         if kind not in self.components:
             raise UserError(f"unknown component kind '{kind}'{suggest(kind, KINDS)}")
-        try:
-            return self.components[kind][name]
-        except KeyError:
-            raise UserError(
-                f"unknown {kind} '{name}'{suggest(name, self.names(kind))}"
-            ) from None
+        table = self.components[kind]
+        if name in table:
+            return table[name], {}
+        family, _, rest = name.partition(":")
+        if rest and family in table and table[family].prefix_param:
+            return table[family], {table[family].prefix_param: rest}  # type: ignore[dict-item]
+        raise UserError(f"unknown {kind} '{name}'{suggest(name, self.names(kind))}")
 
     def build(self, kind: str, spec: Any, where: str = "") -> Any:
         """Validate ``spec`` ({name: ..., **params} or a bare name) and call the factory."""
         name, params = split_spec(spec, where or kind)
-        component = self.get(kind, name)
-        return component.factory(validate_params(component, params, where or kind))
+        if (kind, name) in self.conflicts:
+            self.get(kind, name)
+        component, implied = self.resolve(kind, name)
+        clash = sorted(set(implied) & set(params))
+        if clash:
+            raise UserError(f"{where or kind}: '{name}' already sets {', '.join(clash)}; "
+                            f"drop it from the parameters")
+        return component.factory(validate_params(component, {**implied, **params},
+                                                 where or kind))
 
 
 def split_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
@@ -142,8 +155,12 @@ class Register:
         self._registry, self.kind, self.provider = registry, kind, provider
 
     def __call__(self, name: str, factory: Callable[[Any], Any], params: type | None = None,
-                 description: str = "") -> None:
+                 description: str = "", prefix_param: str | None = None) -> None:
+        """Register one component. With ``prefix_param``, ``name:<value>`` also resolves to it,
+        with ``<value>`` passed as that parameter (``timm:convnext_nano`` -> model)."""
         if params is not None and not dataclasses.is_dataclass(params):
             raise TypeError(f"{self.kind} '{name}': params must be a dataclass type")
+        if prefix_param and prefix_param not in {f.name for f in dataclasses.fields(params)}:
+            raise TypeError(f"{self.kind} '{name}': prefix_param '{prefix_param}' is not a field")
         self._registry.add(Component(self.kind, name, factory, params, self.provider,
-                                     description))
+                                     description, prefix_param))

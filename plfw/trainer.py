@@ -342,7 +342,13 @@ class Trainer:
         return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
     def save_checkpoint(self) -> Path | None:
+        """Save unless the weights went non-finite: the latest checkpoint stays a good one."""
         if not self.rt.is_main:
+            return None
+        tensors = [v for v in self.generator.state_dict().values() if v.is_floating_point()]
+        if not bool(torch.stack([v.isfinite().all() for v in tensors]).all()):
+            tqdm.write(f"plfw: step {self.global_step}: non-finite generator state, "
+                       "checkpoint not written", file=sys.stderr)
             return None
         return self.ckpt.save(self.state(), self.global_step)
 
@@ -379,7 +385,11 @@ class Trainer:
     def _run_phase(self, name: str, ps: PhaseSettings, resuming: bool) -> None:
         if ps.init and not resuming:
             self._init_generator(ps.init)
-        self.phase = phase = self._build_phase(name, ps)
+        # Random parts of a phase (discriminator init, a loss network with weights: none) come
+        # from a seed of their own, so a resumed run rebuilds the very same frozen networks.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed * 1009 + self.phase_index)
+            self.phase = phase = self._build_phase(name, ps)
         if resuming:
             self._restore(self._resume_state)  # type: ignore[arg-type]
             self._resume_state = None

