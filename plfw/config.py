@@ -41,6 +41,7 @@ class PhaseSettings:
     d_lr: float | None = None  # defaults to lr
     d_updates: int = 1  # discriminator updates per generator update
     init: str | None = None  # checkpoint or generator weights to start this phase from
+    minutes: float = 0.0  # stop the phase early after this much wall time (0 = no limit)
 
 
 @dataclass

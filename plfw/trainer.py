@@ -402,7 +402,8 @@ class Trainer:
                    disable=not self.progress, dynamic_ncols=True, file=sys.stderr)
         sums: dict[str, torch.Tensor] = {}
         count = 0
-        started = time.perf_counter()
+        started = phase_started = time.perf_counter()
+        limit = ps.minutes * 60.0 if ps.minutes > 0 else math.inf
         try:
             while self.phase_step < ps.steps:
                 lr, hr = next(batches)
@@ -424,15 +425,32 @@ class Trainer:
                     self._log({"phase": name, "step": self.global_step, **means})
                     self._event("on_step_end", step=self.global_step, logs=means)
                     sums, count, started = {}, 0, time.perf_counter()
+                    if not last and self._out_of_time(time.perf_counter() - phase_started > limit):
+                        tqdm.write(f"plfw: phase {name} stopped at its time limit "
+                                   f"({ps.minutes:g} min) after {self.phase_step} steps",
+                                   file=sys.stderr)
+                        self._log({"phase": name, "step": self.global_step,
+                                   "stopped_at_time_limit": self.phase_step})
+                        last = True
                 if self.val_pairs and (self.phase_step % t.val_every == 0 or last):
                     self.validate()
                 if self.phase_step % t.checkpoint_every == 0 or last:
                     self.save_checkpoint()
+                if last:
+                    break
         finally:
             bar.close()
             self._event("on_train_end")
         if self.rt.is_main:
             self.export_generator(name)
+
+    def _out_of_time(self, mine: bool) -> bool:
+        """Ranks agree on stopping (rank 0's clock decides), so none waits for the others."""
+        if not self.rt.distributed:
+            return mine
+        flag = torch.tensor([float(mine)], device=self.rt.device)
+        torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
 
     def _wrap_distributed(self) -> None:
         if not self.rt.distributed:

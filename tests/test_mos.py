@@ -1,0 +1,390 @@
+"""MOS studies: create (and its errors), presentation order, SQLite storage, statistics, the HTTP
+server with real requests (malformed ones, concurrent raters, a SIGKILLed server) and the report."""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import math
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from plfw.errors import UserError
+from plfw.mos import cli
+from plfw.mos.create import create_study
+from plfw.mos.db import RatingsDB
+from plfw.mos.order import presentation_order
+from plfw.mos.report import write_report
+from plfw.mos.server import MosServer, serve
+from plfw.mos.stats import (
+    holm,
+    rankdata,
+    rater_consistency,
+    spearman,
+    summarize,
+    t_ppf,
+    wilcoxon,
+)
+from plfw.mos.study import load_study
+
+SIZE = 16  # HR side; LR is SIZE // 4
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).save(path)
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    """ref/, lr/, m1/, m2/, each with data sets A (2 images) and B (2 images)."""
+    rng = np.random.default_rng(0)
+    for ds, names in (("A", ("a1", "a2")), ("B", ("b1", "b2"))):
+        for name in names:
+            hr = rng.integers(0, 256, (SIZE, SIZE, 3))
+            _save(tmp_path / "ref" / ds / f"{name}.png", hr)
+            _save(tmp_path / "lr" / ds / f"{name}.png", hr[::4, ::4])
+            _save(tmp_path / "m1" / ds / f"{name}.png", hr // 2)
+            _save(tmp_path / "m2" / ds / f"{name}.jpg", hr)  # another extension is fine
+    return tmp_path
+
+
+def _create(inputs: Path, name: str = "study", **kw):
+    methods = {"m1": inputs / "m1", "m2": inputs / "m2"}
+    kw.setdefault("lr", inputs / "lr")
+    return create_study(inputs / name, methods, inputs / "ref", seed=7, **kw)
+
+
+@pytest.fixture
+def study(inputs: Path):
+    return _create(inputs)
+
+
+# --- create -------------------------------------------------------------------------------
+
+
+def test_create_writes_a_self_contained_study(study) -> None:
+    assert study.methods == ("nearest", "m1", "m2", "original")
+    assert study.datasets == ("A", "B")
+    assert len(study.main_items) == 4 * 4
+    cal = study.calibration_items
+    assert [i.anchor for i in cal] == [1, 5] * 3 and {i.phase for i in cal} == {"calibration"}
+    assert all(i.anchor is None for i in study.main_items.values())
+    for item in study.items.values():
+        assert Image.open(study.root / item.file).size == (SIZE, SIZE)
+        assert len(item.id) == 16 and int(item.id, 16) >= 0  # random hex: reveals nothing
+    assert load_study(study.root) == study
+    assert not [p for p in study.root.parent.iterdir() if p.name.startswith(".study.")]
+
+
+def test_nearest_anchor_from_reference_is_blocky(inputs: Path) -> None:
+    study = _create(inputs, lr=None, dataset="A", calibration=0)
+    assert study.datasets == ("A",) and not study.calibration_items
+    near = np.asarray(Image.open(study.root / study.main_items[("A", "a1", "nearest")].file))
+    assert (near == np.repeat(np.repeat(near[::4, ::4], 4, 0), 4, 1)).all()
+
+
+def test_flat_folders_use_the_dataset_label(tmp_path: Path) -> None:
+    for folder in ("ref", "sr"):
+        _save(tmp_path / folder / "x.png", np.full((8, 8, 3), 100))
+    study = create_study(tmp_path / "s", {"sr": tmp_path / "sr"}, tmp_path / "ref",
+                         dataset="Set5", lr=None, calibration=1)
+    assert study.images == (("Set5", "x"),)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: (p / "m1" / "B" / "b2.png").unlink(), "m1 ("),
+    (lambda p: _save(p / "m1" / "A" / "a1.png", np.zeros((SIZE, SIZE + 4, 3))), "20x16"),
+    (lambda p: (p / "m2" / "A" / "a2.jpg").write_bytes(b"not a jpeg"), "a2.jpg: not an image"),
+    (lambda p: (p / "m1" / "B" / "b1.png").write_bytes((p / "ref" / "A" / "a1.png").read_bytes()[
+        :300]), "b1.png: corrupt or truncated"),
+    (lambda p: (p / "lr" / "A" / "a1.png").unlink(), "--lr"),
+    (lambda p: _save(p / "lr" / "A" / "a1.png", np.zeros((5, 5, 3))), "LR image is 5x5"),
+])
+def test_create_errors_are_one_line_and_leave_nothing(inputs: Path, damage, message) -> None:
+    damage(inputs)
+    with pytest.raises(UserError) as info:
+        _create(inputs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert not (inputs / "study").exists()
+    assert not [p for p in inputs.iterdir() if p.name.startswith(".study.")]
+
+
+def test_create_rejects_bad_arguments(inputs: Path) -> None:
+    with pytest.raises(UserError, match="reserved"):
+        create_study(inputs / "s", {"original": inputs / "m1"}, inputs / "ref")
+    (inputs / "empty").mkdir()
+    with pytest.raises(UserError, match="no images"):
+        create_study(inputs / "s", {"m1": inputs / "m1"}, inputs / "empty")
+    with pytest.raises(UserError, match="not a folder"):
+        create_study(inputs / "s", {"m1": inputs / "m1"}, inputs / "nothing-here")
+    _create(inputs)
+    with pytest.raises(UserError, match="already exists"):
+        _create(inputs)
+    with pytest.raises(UserError, match="NAME=DIR"):
+        cli._methods(["m1"])
+    with pytest.raises(UserError, match="not a MOS study"):
+        load_study(inputs / "ref")
+
+
+def test_cli_create_and_report(inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["mos", "create", str(inputs / "s"), "--methods",
+                              f"m1={inputs / 'm1'}", f"m2={inputs / 'm2'}", "--reference",
+                              str(inputs / "ref"), "--lr", str(inputs / "lr")])
+    assert cli.run(args) == 0
+    assert "4 images x 4 versions" in capsys.readouterr().out
+    with pytest.raises(UserError, match="no ratings yet"):
+        cli.run(parser.parse_args(["mos", "report", str(inputs / "s")]))
+
+
+# --- order and storage -------------------------------------------------------------------
+
+
+def test_order_is_balanced_across_raters(study) -> None:
+    m = len(study.methods)
+    n_cal = len(study.calibration_items)
+    rounds: dict[tuple, Counter] = {}
+    for r in range(m):
+        order = presentation_order(study, f"rater{r}", r)
+        assert order == presentation_order(study, f"rater{r}", r)  # resumable
+        assert order[:n_cal] == [i.id for i in study.calibration_items]
+        main = order[n_cal:]
+        assert sorted(main) == sorted(i.id for i in study.main_items.values())
+        for pos, item_id in enumerate(main):
+            item = study.items[item_id]
+            rounds.setdefault((item.dataset, item.image, item.method), Counter())[
+                pos // len(study.images)] += 1
+    # every version of every image was seen once in every round across the m raters
+    assert all(c == Counter(range(m)) for c in rounds.values())
+    assert presentation_order(study, "x", 0) != presentation_order(study, "y", 0)
+
+
+def test_db_stores_once_and_checks_scores(tmp_path: Path) -> None:
+    db = RatingsDB(tmp_path / "r.sqlite")
+    assert db.rater("ann") == (1, 0) and db.rater("bob") == (2, 1) and db.rater("ann") == (1, 0)
+    assert db.add(1, "item1", "main", 4, 1200)
+    assert not db.add(1, "item1", "main", 2)  # a resent rating does not overwrite
+    with pytest.raises(sqlite3.IntegrityError):
+        db.add(2, "item1", "main", 6)
+    assert [(r.rater, r.score) for r in db.all()] == [("ann", 4)]
+    with sqlite3.connect(tmp_path / "r.sqlite") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+
+def test_t_quantiles_match_tables() -> None:
+    for df, t in ((1, 12.7062), (2, 4.3027), (5, 2.5706), (10, 2.2281), (30, 2.0423),
+                  (120, 1.9799)):
+        assert t_ppf(0.975, df) == pytest.approx(t, abs=1e-4)
+    assert t_ppf(0.025, 7) == pytest.approx(-2.3646, abs=1e-4)
+    s = summarize([3, 4, 5])
+    assert (s.mean, s.sd) == (4, 1) and s.low == pytest.approx(4 - 4.3027 / math.sqrt(3), 1e-4)
+    assert math.isnan(summarize([2]).low)
+
+
+def test_wilcoxon_holm_and_ranks() -> None:
+    assert wilcoxon(list(range(1, 11))).p == pytest.approx(2 / 1024)
+    assert wilcoxon([1, -2, 3, 4, 5, -6, 7, 8, 9, 10]).p == pytest.approx(0.048828125)
+    assert wilcoxon([0, 0]).p == 1.0
+    ties = [1, 1, 1, -1, 2, 2, 1, 1] * 8  # 64 pairs: normal approximation
+    exact, approx = wilcoxon(ties[:60]), wilcoxon(ties)
+    assert exact.exact and not approx.exact and 0 < approx.p < 0.01 and 0 < exact.p < 0.01
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert rankdata([10, 20, 20, 5]) == [2, 3.5, 3.5, 1]
+    assert spearman([1, 2, 3, 4], [1, 4, 9, 16]) == pytest.approx(1)
+    c = rater_consistency({"a": {"x": 1, "y": 3, "z": 5}, "b": {"x": 2, "y": 3, "z": 4},
+                           "c": {"x": 1, "y": 4, "z": 5}, "d": {"x": 5, "y": 3, "z": 1}})
+    assert c["a"][0] > 0 and c["d"][0] == pytest.approx(-1) and c["a"][1] == 3
+
+
+# --- server ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(study):
+    srv = MosServer(study, ("127.0.0.1", 0))
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _request(srv, method: str, path: str, body=None, headers=None):
+    conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=10)
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    conn.request(method, path, body=data, headers=headers or {})
+    resp = conn.getresponse()
+    payload = resp.read()
+    conn.close()
+    if resp.getheader("Content-Type") == "application/json":
+        payload = json.loads(payload)
+    return resp.status, payload
+
+
+def _rate_all(srv, rater: str, score_of=lambda item: 3) -> int:
+    """Rate everything as ``rater`` would; returns the number of requests."""
+    status, state = _request(srv, "GET", f"/api/next?rater={rater}")
+    n = 0
+    while state["item"]:
+        item = state["item"]
+        assert (item["anchor"] is None) == (item["phase"] == "main")  # the method stays hidden
+        score = item["anchor"] or score_of(srv.study.items[item["id"]])
+        status, state = _request(srv, "POST", "/api/rate",
+                                 {"rater": rater, "item": item["id"], "score": score})
+        assert status == 200, state
+        n += 1
+    return n
+
+
+def test_server_flow_and_report(server) -> None:
+    status, page = _request(server, "GET", "/")
+    assert status == 200 and b"Image quality rating" in page and b"http" not in page.split(
+        b"<script>")[1]  # no external resources
+    status, state = _request(server, "GET", "/api/next?rater=%20ann%20")
+    assert state["rater"] == "ann" and state["item"]["phase"] == "calibration"
+    assert (state["done"], state["total"], state["calibration"]) == (0, 16, 6)
+    first = state["item"]
+    status, err = _request(server, "POST", "/api/rate",
+                           {"rater": "ann", "item": first["id"], "score": 3})
+    assert status == 400 and "calibration" in err["error"]
+    status, img = _request(server, "GET", f"/img/{first['id']}")
+    assert status == 200 and img.startswith(b"\x89PNG")
+
+    quality = {"nearest": 1, "m1": 2, "m2": 4, "original": 5}
+    for i, rater in enumerate(("ann", "bob", "cid")):
+        _rate_all(server, rater, lambda item, i=i: max(1, min(5, quality[item.method] + i % 2)))
+    _, state = _request(server, "GET", "/api/next?rater=ann")
+    assert state["item"] is None and state["done"] == 16
+
+    report = write_report(server.study.root).read_text()
+    assert "| m2 | 4.33 | [4.02, 4.65] | 0.49 | 12 | 3 |" in report
+    assert "| nearest (anchor) | 1.33 |" in report and "| A | B |" in report
+    assert "| bob | 16 | 3.75 | 0.95 |" in report and "Mean rho: 0.98" in report
+    assert "| m1 | m2 | 12 | 12 | -2.00 | 0 | 0.00049 | 0.0029 | yes |" in report
+    assert (server.study.root / "mos_scores.png").stat().st_size > 1000
+
+
+def test_busy_port_is_a_user_error(study) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(UserError, match="cannot listen on 127.0.0.1:.*another --port"):
+            serve(study.root, port=taken.getsockname()[1])
+
+
+def test_malformed_requests_are_rejected_and_server_survives(server) -> None:
+    ok = {"rater": "ann", "item": next(iter(server.study.items)), "score": 1}
+    cases = [
+        ("GET", "/api/next", None, {}, 400),
+        ("GET", "/api/next?rater=" + "x" * 41, None, {}, 400),
+        ("GET", "/api/next?rater=a%00b", None, {}, 400),
+        ("GET", "/nope", None, {}, 404),
+        ("GET", "/img/../study.json", None, {}, 404),
+        ("POST", "/api/next", b"{}", {}, 404),
+        ("POST", "/api/rate", b"{not json", {}, 400),
+        ("POST", "/api/rate", b"\xff\xfe", {}, 400),
+        ("POST", "/api/rate", b"[1, 2]", {}, 400),
+        ("POST", "/api/rate", {**ok, "score": "5"}, {}, 400),
+        ("POST", "/api/rate", {**ok, "score": True}, {}, 400),
+        ("POST", "/api/rate", {**ok, "score": 9}, {}, 400),
+        ("POST", "/api/rate", {**ok, "item": "nope"}, {}, 404),
+        ("POST", "/api/rate", {**ok, "item": ["list"]}, {}, 404),
+        ("POST", "/api/rate", {**ok, "rater": 5}, {}, 400),
+        ("POST", "/api/rate", b"x" * 5000, {}, 413),
+        ("POST", "/api/rate", b"{}", {"Content-Length": "-3"}, 413),
+        ("POST", "/api/rate", b"{}", {"Content-Length": "abc"}, 400),
+        ("DELETE", "/api/rate", None, {}, 501),
+    ]
+    for method, path, body, headers, expected in cases:
+        status, _ = _request(server, method, path, body, headers)
+        assert status == expected, (method, path, body)
+    for raw in (b"GARBAGE\r\n\r\n", b"POST /api/rate HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00" * 64):
+        with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+            sock.sendall(raw)
+            sock.shutdown(socket.SHUT_WR)
+            reply = sock.recv(200)
+        assert not reply or b"400" in reply or b"411" in reply, reply
+    assert server.db.all() == []
+    assert _request(server, "GET", "/")[0] == 200
+
+
+def test_concurrent_raters_do_not_clash(server) -> None:
+    errors, counts = [], {}
+
+    def rater(name: str) -> None:
+        try:
+            counts[name] = _rate_all(server, name)
+        except Exception as exc:  # reported below: a failing thread must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rater, args=(f"r{i}",)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and sum(counts.values()) == 5 * 22
+    ratings = server.db.all()
+    assert len(ratings) == 5 * 22 and len({(r.rater, r.item) for r in ratings}) == 5 * 22
+    # distinct join indices, hence distinct rotations
+    assert sorted(server.db.rater(f"r{i}")[1] for i in range(5)) == list(range(5))
+
+    # the same rating sent twice at once is stored once
+    _, state = _request(server, "GET", "/api/next?rater=twin")
+    body = {"rater": "twin", "item": state["item"]["id"], "score": state["item"]["anchor"]}
+    pair = [threading.Thread(target=_request, args=(server, "POST", "/api/rate", body))
+            for _ in range(2)]
+    for t in pair:
+        t.start()
+    for t in pair:
+        t.join(10)
+    assert sum(r.rater == "twin" for r in server.db.all()) == 1
+
+
+def test_sigkilled_server_keeps_every_acknowledged_rating(study) -> None:
+    code = ("import argparse, sys; from plfw.mos import cli; p = argparse.ArgumentParser(); "
+            "cli.add_parser(p.add_subparsers()); sys.exit(cli.run(p.parse_args(sys.argv[1:])))")
+    proc = subprocess.Popen([sys.executable, "-c", code, "mos", "serve", str(study.root),
+                             "--port", "0"], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stdout.readline()
+        url = line.split("open ")[1].split()[0]
+        host, port = url.removeprefix("http://").rstrip("/").split(":")
+
+        class Remote:
+            server_address = (host, int(port))
+
+        acknowledged = 0
+        _, state = _request(Remote, "GET", "/api/next?rater=kim")
+        while acknowledged < 10:
+            item = state["item"]
+            status, state = _request(Remote, "POST", "/api/rate", {
+                "rater": "kim", "item": item["id"], "score": item["anchor"] or 2})
+            assert status == 200
+            acknowledged += 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        proc.stdout.close()
+    assert len(RatingsDB(study.db_path).all()) == acknowledged
+    with sqlite3.connect(study.db_path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert "4 ratings by 1 rater" in write_report(study.root, plot=False).read_text()
