@@ -42,6 +42,7 @@ from plfw.features import is_frozen
 from plfw.generators import GENERATOR_FORMAT, load_generator, to_unit
 from plfw.plugins import get_plugins
 from plfw.runtime import Runtime, eval_mode, make_runtime
+from plfw.step import TrainStep, make_adam
 from plfw.visuals import center_crop, grid, save_png
 
 
@@ -128,6 +129,47 @@ class Phase:
     sched_d: torch.optim.lr_scheduler.LRScheduler | None
 
 
+def build_phase(name: str, ps: PhaseSettings, generator: nn.Module, rt: Runtime,
+                output_range: tuple[float, float], crop: int | None) -> Phase:
+    """Build one phase's losses, discriminator, optimizers and schedulers for ``generator``."""
+    losses: dict[str, nn.Module] = {}
+    weights: dict[str, float] = {}
+    adversarial = None
+    specs = ps.losses if ps.losses is not None else {"pixel": {"name": "mse"}}
+    if not isinstance(specs, dict) or not specs:
+        raise UserError(f"phases.{name}.losses: give at least one loss, e.g. "
+                        "{pixel: {name: mse, weight: 1.0}}")
+    for label, spec in specs.items():
+        if spec is None:
+            continue
+        spec = dict(spec) if isinstance(spec, dict) else {"name": spec}
+        weight = float(spec.pop("weight", 1.0))
+        loss = plfw.build("loss", spec, f"phases.{name}.losses.{label}").to(rt.device)
+        if hasattr(loss, "set_image_range"):
+            loss.set_image_range(*output_range)
+        if getattr(loss, "adversarial", False):
+            if adversarial is not None:
+                raise UserError(f"phases.{name}.losses: more than one adversarial loss")
+            adversarial = label
+        losses[label], weights[label] = loss, weight
+    disc = None
+    if ps.discriminator is not None:
+        spec = with_defaults(ps.discriminator, "discriminator", input_size=crop or None)
+        disc = plfw.build("discriminator", spec, f"phases.{name}.discriminator")
+        disc.to(rt.device, memory_format=rt.memory_format())
+    if (disc is None) != (adversarial is None):
+        fix = "add a discriminator" if disc is None else "add an adversarial loss"
+        raise UserError(f"phases.{name}: an adversarial loss and a discriminator go "
+                        f"together; {fix}")
+    opt_g = make_adam(generator.parameters(), ps.lr, tuple(ps.betas))
+    sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, ps.milestones, ps.gamma)
+    opt_d = sched_d = None
+    if disc is not None:
+        opt_d = make_adam(disc.parameters(), ps.d_lr or ps.lr, tuple(ps.betas))
+        sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, ps.milestones, ps.gamma)
+    return Phase(name, ps, losses, weights, adversarial, disc, opt_g, opt_d, sched_g, sched_d)
+
+
 def frozen_keys(module: nn.Module) -> set[str]:
     """State-dict keys that belong to frozen loss networks (not worth saving: rebuilt)."""
     prefixes = [f"{n}." for n, m in module.named_modules() if n and is_frozen(m)]
@@ -152,7 +194,9 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         self.ckpt = CheckpointDir(self.run_dir / "checkpoints", t.keep_last)
         self.progress = progress and self.rt.is_main
-        self._prepare_run_dir(resume, overwrite)
+        if not resume and self.ckpt.latest() is not None and not overwrite:
+            raise UserError(f"{self.run_dir} already holds a run; continue it with --resume, "
+                            f"start over with --overwrite, or set run_dir=...")
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.seed)
@@ -179,12 +223,14 @@ class Trainer:
             for m in cfg.metrics}
         self.callbacks = [plfw.build("callback", c, "callbacks") for c in cfg.callbacks]
         self.hook = get_plugins().manager.hook
+        self._prepare_run_dir(resume, overwrite)
 
         self.global_step = 0
         self.phase_index = 0
         self.phase_step = 0
         self.bad_steps = 0
         self.phase: Phase | None = None
+        self._stepper: TrainStep | None = None
         self._resume_state: dict[str, Any] | None = None
         if resume:
             latest = self.ckpt.latest()
@@ -202,7 +248,8 @@ class Trainer:
         return spec if isinstance(spec, str) else str(spec.get("name"))
 
     def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
-        """Fail before training if the run directory is unusable or would lose earlier work."""
+        """Fail before training if the run directory is unusable; called once every component
+        was built, so a config mistake leaves no run directory behind."""
         if not self.rt.is_main:
             return
         try:
@@ -213,9 +260,6 @@ class Trainer:
         except OSError as exc:
             raise UserError(f"run directory {self.run_dir} is not writable "
                             f"({exc.strerror or exc}); set run_dir=... to another folder") from None
-        if not resume and self.ckpt.latest() is not None and not overwrite:
-            raise UserError(f"{self.run_dir} already holds a run; continue it with --resume, "
-                            f"start over with --overwrite, or set run_dir=...")
         if not resume and overwrite:
             for old in self.ckpt.steps():
                 self.ckpt.path(old).unlink(missing_ok=True)
@@ -245,46 +289,8 @@ class Trainer:
         return iter(loader)
 
     def _build_phase(self, name: str, ps: PhaseSettings) -> Phase:
-        losses: dict[str, nn.Module] = {}
-        weights: dict[str, float] = {}
-        adversarial = None
-        specs = ps.losses if ps.losses is not None else {"pixel": {"name": "mse"}}
-        if not isinstance(specs, dict) or not specs:
-            raise UserError(f"phases.{name}.losses: give at least one loss, e.g. "
-                            "{pixel: {name: mse, weight: 1.0}}")
-        for label, spec in specs.items():
-            if spec is None:
-                continue
-            spec = dict(spec) if isinstance(spec, dict) else {"name": spec}
-            weight = float(spec.pop("weight", 1.0))
-            loss = plfw.build("loss", spec, f"phases.{name}.losses.{label}").to(self.rt.device)
-            if hasattr(loss, "set_image_range"):
-                loss.set_image_range(*self.output_range)
-            if getattr(loss, "adversarial", False):
-                if adversarial is not None:
-                    raise UserError(f"phases.{name}.losses: more than one adversarial loss")
-                adversarial = label
-            losses[label], weights[label] = loss, weight
-        disc = None
-        if ps.discriminator is not None:
-            crop = self.train_spec.get("crop")
-            spec = with_defaults(ps.discriminator, "discriminator", input_size=crop or None)
-            disc = plfw.build("discriminator", spec, f"phases.{name}.discriminator")
-            disc.to(self.rt.device, memory_format=self.rt.memory_format())
-        if (disc is None) != (adversarial is None):
-            fix = "add a discriminator" if disc is None else "add an adversarial loss"
-            raise UserError(f"phases.{name}: an adversarial loss and a discriminator go "
-                            f"together; {fix}")
-        fused = {"foreach": True}
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=ps.lr,
-                                 betas=tuple(ps.betas), **fused)
-        sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, ps.milestones, ps.gamma)
-        opt_d = sched_d = None
-        if disc is not None:
-            opt_d = torch.optim.Adam(disc.parameters(), lr=ps.d_lr or ps.lr,
-                                     betas=tuple(ps.betas), **fused)
-            sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, ps.milestones, ps.gamma)
-        return Phase(name, ps, losses, weights, adversarial, disc, opt_g, opt_d, sched_g, sched_d)
+        return build_phase(name, ps, self.generator, self.rt, self.output_range,
+                           self.train_spec.get("crop"))
 
     def _init_generator(self, source: str) -> None:
         module, _ = load_generator(source)
@@ -483,82 +489,28 @@ class Trainer:
         return x01 * (hi - lo) + lo
 
     def _step(self, p: Phase, lr: torch.Tensor, hr01: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One generator update (after ``d_updates`` discriminator updates in GAN phases)."""
-        G, D = self.generator, p.discriminator
-        hr = self._to_model_range(hr01)
-        logs: dict[str, torch.Tensor] = {}
-        with self.rt.autocast():
-            sr = G(lr)
-        if D is not None:
-            adv = p.losses[p.adversarial]  # type: ignore[index]
-            D.requires_grad_(True)
-            for _ in range(p.settings.d_updates):
-                with self.rt.autocast():
-                    d_loss = adv.discriminator_loss(D(hr), D(sr.detach())).float()
-                if self._update(p.opt_d, D, d_loss):  # type: ignore[arg-type]
-                    logs["loss_d"] = d_loss.detach()
-            D.requires_grad_(False)
-        total = torch.zeros((), device=lr.device)
-        with self.rt.autocast():
-            for label, loss in p.losses.items():
-                if label == p.adversarial:
-                    real = None
-                    if getattr(loss, "uses_real_in_generator", True):
-                        with torch.no_grad():
-                            real = D(hr)  # type: ignore[misc]
-                    value = loss.generator_loss(real, D(sr))  # type: ignore[misc]
-                else:
-                    value = loss(sr, hr)
-                value = value.float()
-                logs[f"loss_{label}"] = value.detach()
-                total = total + p.weights[label] * value
-        if self._update(p.opt_g, G, total):
-            logs["loss"] = total.detach()
-            if self.ema is not None:
-                self._update_ema()
-        p.sched_g.step()
-        if p.sched_d is not None:
-            p.sched_d.step()
+        """One update (``plfw.step.TrainStep``); bad-update runs are read back only when the
+        loop logs or checkpoints next, or at the phase's end: no host sync on other steps."""
+        step = self._stepper
+        if step is None or step.phase is not p or step.generator is not self.generator:
+            step = self._stepper = TrainStep(self.generator, p, self.rt, self.cfg.train,
+                                             self.output_range, self.ema, self.bad_steps)
+        logs = step(lr, hr01)
+        t, n = self.cfg.train, self.phase_step + 1
+        if n % t.log_every == 0 or n % t.checkpoint_every == 0 or n >= p.settings.steps:
+            self._check_health(step)
         return logs
 
-    def _update(self, opt: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor) -> bool:
-        """Backward + step unless the loss or gradient norm is non-finite or exploding.
-
-        This costs one host synchronisation per update (reading the norm), which is what makes
-        skipping a bad step possible; on the CPU it is free."""
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [q for q in module.parameters() if q.grad is not None]
+    def _check_health(self, step: TrainStep) -> None:
+        self.bad_steps, worst = step.check()
         t = self.cfg.train
-        max_norm = t.grad_clip if t.grad_clip > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-        healthy = torch.isfinite(loss) & torch.isfinite(norm) & (norm <= t.explode_norm)
-        if bool(healthy):
-            opt.step()
-            self.bad_steps = 0
-            return True
-        opt.zero_grad(set_to_none=True)
-        self.bad_steps += 1
-        if self.bad_steps >= t.max_bad_steps:
+        if worst >= t.max_bad_steps:
             latest = self.ckpt.latest()
             raise TrainingDiverged(
-                f"training diverged at step {self.global_step + 1}: {self.bad_steps} steps in a "
-                f"row had a non-finite loss or a gradient norm above {t.explode_norm:g}; the last "
-                f"good checkpoint is {latest or 'none (none was saved yet)'}; lower the learning "
-                f"rate or set train.grad_clip")
-        return False
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        decay = self.cfg.train.ema
-        src = self._unwrap(self.generator)
-        assert self.ema is not None
-        for e, q in zip(self.ema.parameters(), src.parameters(), strict=True):
-            e.lerp_(q.detach(), 1.0 - decay)
-        # Batch-norm statistics are buffers, not parameters: copy them so the EMA model's
-        # normalisation matches the weights it averages.
-        for e, b in zip(self.ema.buffers(), src.buffers(), strict=True):
-            e.copy_(b)
+                f"training diverged by step {self.global_step + 1}: {worst} updates in a row "
+                f"had a non-finite loss or a gradient norm above {t.explode_norm:g} (they were "
+                f"skipped); the last good checkpoint is {latest or 'none (none was saved yet)'}; "
+                f"lower the learning rate or set train.grad_clip")
 
     # ---------------------------------------------------------------- eval
     def sr_method(self, module: nn.Module | None = None) -> Method:

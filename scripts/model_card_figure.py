@@ -1,0 +1,35 @@
+"""Draw docs/models/compare.png: bicubic | SRResNet | SRGAN | HR crops of the shipped val photos.
+
+    python scripts/model_card_figure.py [--out docs/models/compare.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from plfw.evaluate import bicubic, load_pairs
+from plfw.generators import load_generator
+from plfw.runtime import make_runtime
+from plfw.trainer import runner
+from plfw.visuals import center_crop, grid, save_png
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="docs/models/compare.png")
+    ap.add_argument("--photos", default="assets/photos/val")
+    args = ap.parse_args()
+    rt = make_runtime("cpu", "fp32", "false")
+    methods = {"bicubic": bicubic(4)}
+    for name in ("srresnet", "srgan"):
+        module, out_range = load_generator(name)
+        methods[name] = runner(module, out_range, rt)
+    pairs = load_pairs(args.photos, None, 4)
+    rows = [[center_crop(m(p.lr if p.lr.shape[0] == 3 else p.lr.expand(3, -1, -1)), 120)
+             for m in methods.values()] + [center_crop(p.hr, 120)] for p in pairs]
+    save_png(grid(rows, [*methods, "HR"], [p.name for p in pairs], cell=240), args.out)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
