@@ -11,7 +11,7 @@ class UserError(Exception):
 
 
 def suggest(word: str, choices: Iterable[str], n: int = 3) -> str:
-    """Return ' (did you mean: a, b?)' for the closest valid names, or ' (valid: ...)' if none is close."""
+    """' (did you mean: a, b?)' for the closest valid names, else ' (valid: ...)'."""
     choices = sorted(set(choices))
     close = difflib.get_close_matches(word, choices, n=n, cutoff=0.5)
     if close:

@@ -57,7 +57,8 @@ def _entry_points() -> list[tuple[metadata.EntryPoint, str, str]]:
     unique: dict[tuple[str, str], tuple[metadata.EntryPoint, str, str]] = {}
     for ep, dist, version in found:
         unique.setdefault((dist.lower(), ep.name), (ep, dist, version))
-    return sorted(unique.values(), key=lambda t: (t[1].lower() != OWN_DIST, t[1].lower(), t[0].name))
+    return sorted(unique.values(),
+                  key=lambda t: (t[1].lower() != OWN_DIST, t[1].lower(), t[0].name))
 
 
 def load_plugins() -> Plugins:
@@ -67,7 +68,7 @@ def load_plugins() -> Plugins:
     failed: list[FailedPlugin] = []
     providers: dict[str, Provider] = {}
     blocked = set(_env_list("PLFW_BLOCK_PLUGINS"))
-    autoload = os.environ.get("PLFW_DISABLE_PLUGIN_AUTOLOAD", "").lower() not in {"1", "true", "yes"}
+    autoload = os.environ.get("PLFW_DISABLE_PLUGIN_AUTOLOAD", "").lower() not in {"1", "true"}
 
     candidates: list[tuple[str, Any, str, str]] = []
     for ep, dist, version in _entry_points():
@@ -78,7 +79,8 @@ def load_plugins() -> Plugins:
         candidates.append((ep.name, ep.load, dist, version))
     for module in _env_list("PLFW_PLUGINS"):
         if module not in blocked:
-            candidates.append((module, lambda m=module: importlib.import_module(m), module, "local"))
+            load = lambda m=module: importlib.import_module(m)  # noqa: E731
+            candidates.append((module, load, module, "local"))
 
     for name, load, dist, version in candidates:
         try:

@@ -1,0 +1,207 @@
+"""Config loading and the CLI: one-line errors with exit code 2, --help, dotted overrides, and the
+resolved config in the run directory and in checkpoints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from plfw import cli
+from plfw.config import load_config, to_dict
+from plfw.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+SWITCHES = ("PLFW_DISABLE_PLUGIN_AUTOLOAD", "PLFW_BLOCK_PLUGINS", "PLFW_PLUGINS")
+
+
+def run_plfw(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in SWITCHES}
+    return subprocess.run([sys.executable, "-m", "plfw", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+TINY = {
+    "generator": {"name": "srresnet", "blocks": 1, "channels": 8},
+    "data": {"train": {"name": "hr_folder", "root": str(REPO / "assets/photos/train"),
+                       "crop": 32, "max_images": 2},
+             "batch_size": 2},
+    "train": {"device": "cpu", "log_every": 1, "checkpoint_every": 1},
+    "phases": {"pretrain": {"steps": 2, "losses": {"pixel": {"name": "mse"}}}},
+    "metrics": ["psnr_y", "ssim_y"],
+}
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    """A two-step built-in training config (srresnet, 32x32 crops of two shipped photos)."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ------------------------------------------------------------------ one-line errors
+
+CONFIG_ERRORS = [
+    ("train.log_evry=5", "unknown config key 'train.log_evry' (did you mean: log_every"),
+    ("trian.device=cpu", "unknown config key 'trian' (did you mean: train"),
+    ("phases.pretrain.stesp=3", "unknown config key 'phases.pretrain.stesp' (did you mean: "
+                                "steps"),
+    ("train.log_every=often", "train.log_every: Value 'often'"),
+    ("phases.pretrain.lr=fast", "phases.pretrain.lr: Value 'fast'"),
+    ("scale=5", "scale must be 2, 3, 4 or 8"),
+    ("metrics.7=psnr_y", "'7' is not a valid index into a list of 2 items"),
+    ("phases.pretrain.milestones.0=3", "phases.pretrain.milestones: expected a list"),
+    ("phases=[1]", "phases: expected a mapping"),
+    ("phases", "not of the form key=value"),
+]
+
+PLUGIN_ERRORS = [
+    ("generator.name=srresnt", "unknown generator 'srresnt' (did you mean: srresnet"),
+    ("phases.pretrain.losses.pixel.name=mes", "unknown loss 'mes' (did you mean: mse"),
+    ("generator.blokcs=2", "unknown parameter 'blokcs' for generator 'srresnet' "
+                           "(did you mean: blocks"),
+    ("generator.channels=wide", "bad parameter for generator 'srresnet'"),
+]
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, expected: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("plfw: error: ")
+    assert expected in lines[0]
+
+
+@pytest.mark.parametrize(("override", "expected"), CONFIG_ERRORS + PLUGIN_ERRORS,
+                         ids=[o for o, _ in CONFIG_ERRORS + PLUGIN_ERRORS])
+def test_override_mistakes_are_one_line_errors(tiny: Path, tmp_path: Path, override: str,
+                                               expected: str) -> None:
+    proc = run_plfw("train", str(tiny), override, f"run_dir={tmp_path / 'run'}")
+    assert_one_line_error(proc, expected)
+
+
+def test_file_mistakes_are_one_line_errors(tmp_path: Path) -> None:
+    write(tmp_path / "b.yaml", "extends: a.yaml\n")
+    cases = [
+        (tmp_path / "nope.yaml", "config file not found"),
+        (write(tmp_path / "bad.yaml", "phases: [1, 2\n"), "not valid YAML"),
+        (write(tmp_path / "list.yaml", "- 1\n- 2\n"), "the top level must be a mapping"),
+        (write(tmp_path / "a.yaml", "extends: b.yaml\n"), "loops back to itself"),
+        (write(tmp_path / "top.yaml", "generater: srresnet\n"),
+         "unknown config key 'generater' (did you mean: generator"),
+        (write(tmp_path / "nophase.yaml", "generator: srresnet\ndata: {train: x}\n"),
+         "defines no phases"),
+    ]
+    for path, expected in cases:
+        assert_one_line_error(run_plfw("train", str(path)), expected)
+
+
+def test_resume_of_a_non_run_directory_is_a_one_line_error(tmp_path: Path) -> None:
+    assert_one_line_error(run_plfw("resume", str(tmp_path)), "not a plfw run directory")
+
+
+# ------------------------------------------------------------------ help
+
+
+def subcommands() -> list[str]:
+    parser = cli.build_parser()
+    (action,) = [a for a in parser._actions if a.dest == "command"]
+    return sorted(action.choices)
+
+
+def test_help_works_for_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    names = subcommands()
+    assert {"train", "resume", "eval", "upscale", "plugins"} <= set(names)
+    for name in ["", *names]:
+        with pytest.raises(SystemExit) as info:
+            cli.main([name, "--help"] if name else ["--help"])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: plfw {name}".rstrip()), name
+
+
+def test_help_through_python_m() -> None:
+    proc = run_plfw("train", "--help")
+    assert proc.returncode == 0 and "KEY=VALUE" in proc.stdout
+
+
+# ------------------------------------------------------------------ overrides and extends
+
+
+def test_dotted_overrides_reach_every_level(tiny: Path) -> None:
+    cfg = load_config(tiny, [
+        "phases.pretrain.steps=7",
+        "phases.pretrain.lr=3.0e-4",
+        "phases.pretrain.betas=[0.5, 0.9]",
+        "phases.pretrain.losses.pixel.name=l1",
+        "phases.finetune.steps=1",  # a new phase, added after the existing one
+        "data.train.crop=48",
+        "generator.channels=16",
+        "metrics.0=ssim_y",
+        "train.log_every=3",
+        "name=tuned",
+    ])
+    pre = cfg.phases["pretrain"]
+    assert (pre.steps, pre.lr, pre.betas) == (7, 3.0e-4, [0.5, 0.9])
+    assert pre.losses == {"pixel": {"name": "l1"}}
+    assert list(cfg.phases) == ["pretrain", "finetune"] and cfg.phases["finetune"].steps == 1
+    assert cfg.data.train["crop"] == 48 and cfg.generator["channels"] == 16
+    assert cfg.metrics == ["ssim_y", "ssim_y"] and cfg.train.log_every == 3
+    assert (cfg.name, cfg.run_dir) == ("tuned", str(Path("runs") / "tuned"))
+
+
+def test_null_override_removes_a_phase(tiny: Path) -> None:
+    cfg = load_config(tiny, ["phases.finetune.steps=1", "phases.pretrain=null"])
+    assert list(cfg.phases) == ["finetune"]
+
+
+def test_extends_merges_deeply_and_overrides_win(tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", yaml.safe_dump(TINY))
+    child = write(tmp_path / "child.yaml", "extends: base.yaml\n"
+                  "generator: {blocks: 2}\n"
+                  "phases: {pretrain: {lr: 0.002}}\n")
+    cfg = load_config(child, ["generator.channels=4"])
+    assert cfg.generator == {"name": "srresnet", "blocks": 2, "channels": 4}
+    assert (cfg.phases["pretrain"].steps, cfg.phases["pretrain"].lr) == (2, 0.002)
+    assert cfg.name == "child"
+
+
+def test_unknown_key_is_reported_in_process(tiny: Path) -> None:
+    with pytest.raises(UserError, match=r"unknown config key 'data.batchsize' \(did you mean: "
+                                        r"batch_size"):
+        load_config(tiny, ["data.batchsize=4"])
+
+
+# ------------------------------------------------------------------ resolved config is saved
+
+
+def test_resolved_config_lands_in_run_dir_and_checkpoints(tiny: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    overrides = ["phases.pretrain.lr=0.0005", "generator.channels=6", f"run_dir={run}"]
+    proc = run_plfw("train", str(tiny), *overrides, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    assert written == to_dict(load_config(tiny, overrides))
+    assert written["phases"]["pretrain"]["lr"] == 0.0005
+    assert written["generator"]["channels"] == 6
+    assert written["name"] == "tiny" and written["run_dir"] == str(run)
+
+    for step in (1, 2):
+        state = torch.load(run / "checkpoints" / f"step_{step:08d}.pt", weights_only=True)
+        assert state["config"] == written
+
+    # The written config reproduces the run: `plfw resume` reads it back.
+    assert load_config(run / "config.yaml") == load_config(tiny, overrides)
