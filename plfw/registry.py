@@ -136,7 +136,9 @@ def validate_params(component: Component, params: dict[str, Any], where: str) ->
                 f"'{component.name}'{suggest(key, valid)}"
             )
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls), params)
+        merged = OmegaConf.structured(cls)
+        for key, value in params.items():
+            merged[key] = value  # assignment replaces a default (merge would blend mappings)
         missing = sorted(OmegaConf.missing_keys(merged))
         if missing:
             raise UserError(f"{where}: {component.kind} '{component.name}' needs "

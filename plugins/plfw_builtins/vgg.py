@@ -75,7 +75,12 @@ class VGGFeatures(nn.Module):
         for name in names[: max(self._tap_at) + 1]:
             if name.startswith("conv"):
                 cout = BLOCKS[arch][int(name[4]) - 1][0]
-                layers.append(nn.Conv2d(cin, cout, 3, padding=1))
+                conv = nn.Conv2d(cin, cout, 3, padding=1)
+                # torchvision's VGG initialisation: with PyTorch's default conv init the deep
+                # taps of a random network barely respond to the image at all.
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
+                layers.append(conv)
                 cin = cout
             elif name.startswith("relu"):
                 layers.append(nn.ReLU(inplace=False))
