@@ -1,0 +1,62 @@
+"""Checkpoints: atomic writes, keep-last-N, and no code execution when loading."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from plfw.checkpoint import CheckpointDir, atomic_write_bytes, load_checkpoint, safe_load
+from plfw.errors import UserError
+
+
+class Payload:
+    """Anything pickled by class reference; weights_only loading must refuse it."""
+
+    def __reduce__(self):  # noqa: ANN204
+        return (print, ("this must never run",))
+
+
+def test_pickled_objects_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "plfw-checkpoint-1", "x": Payload()}, path)
+    with pytest.raises(UserError, match="refused to load"):
+        safe_load(path)
+    out = subprocess.run([sys.executable, "-m", "plfw", "eval", "--model", str(path), "--hr",
+                          str(tmp_path), "--scale", "4"], capture_output=True, text=True)
+    assert out.returncode == 2 and "this must never run" not in out.stdout + out.stderr
+
+
+def test_truncated_and_foreign_files_are_one_line_errors(tmp_path: Path) -> None:
+    good = tmp_path / "good.pt"
+    torch.save({"format": "plfw-checkpoint-1", "w": torch.ones(3)}, good)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        safe_load(cut)
+    other = tmp_path / "other.pt"
+    torch.save({"w": torch.ones(1)}, other)
+    with pytest.raises(UserError, match="not a plfw training checkpoint"):
+        load_checkpoint(other)
+
+
+def test_keep_last_and_latest_pointer(tmp_path: Path) -> None:
+    ckpt = CheckpointDir(tmp_path, keep_last=2)
+    for step in (1, 2, 3):
+        ckpt.save({"step": torch.tensor(step)}, step)
+    assert ckpt.steps() == [2, 3]
+    assert ckpt.latest() == ckpt.path(3)
+    assert not list(tmp_path.glob("*.tmp"))  # no temporary files left behind
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    target = tmp_path / "file.bin"
+    atomic_write_bytes(target, b"old")
+
+    with pytest.raises(TypeError):  # the write itself fails half-way through the protocol
+        atomic_write_bytes(target, "not bytes")  # type: ignore[arg-type]
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]

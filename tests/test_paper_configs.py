@@ -1,0 +1,78 @@
+"""The paper's configs: faithful settings, and each one trains two steps when shrunk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import make_images
+
+from plfw.config import load_config
+from plfw.trainer import Trainer
+
+PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
+CONFIGS = sorted(p.stem for p in PAPER.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def test_all_five_paper_variants_exist() -> None:
+    assert CONFIGS == ["srgan_mse", "srgan_vgg22", "srgan_vgg54", "srresnet_mse",
+                       "srresnet_vgg22"]
+
+
+def test_srgan_vgg54_has_the_papers_settings() -> None:
+    cfg = load_config(PAPER / "srgan_vgg54.yaml")
+    assert cfg.generator == {"name": "srresnet", "blocks": 16, "channels": 64,
+                             "batch_norm": True, "output_range": [-1.0, 1.0], "residual": "none"}
+    assert cfg.data.batch_size == 16 and cfg.data.train["crop"] == 96
+    mse, gan = cfg.phases["srresnet"], cfg.phases["srgan"]
+    assert (mse.steps, mse.lr, mse.betas[0]) == (1_000_000, 1e-4, 0.9)
+    assert (gan.steps, gan.lr, gan.milestones, gan.gamma) == (200_000, 1e-4, [100_000], 0.1)
+    content = gan.losses["content"]
+    assert content["network"] == {"name": "vgg19", "weights": "caffe"}
+    assert content["layers"] == {"relu5_4": 1.0}
+    assert content["feature_scale"] == pytest.approx(1 / 12.75)
+    assert gan.losses["adversarial"] == {"name": "adversarial", "mode": "vanilla",
+                                         "weight": 1e-3}
+    assert gan.d_updates == 1 and gan.discriminator == {"name": "srgan"}
+
+
+def test_vgg22_variants_tap_relu2_2() -> None:
+    for name in ("srgan_vgg22", "srresnet_vgg22"):
+        cfg = load_config(PAPER / f"{name}.yaml")
+        phase = cfg.phases["srgan" if name.startswith("srgan") else "srresnet"]
+        assert phase.losses["content"]["layers"] == {"relu2_2": 1.0}
+    tv = load_config(PAPER / "srresnet_vgg22.yaml").phases["srresnet"].losses["tv"]
+    assert tv["weight"] == 2e-8
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_paper_config_trains_two_steps_when_shrunk(name: str, tmp_path: Path) -> None:
+    data = make_images(tmp_path / "hr", 3, (48, 48))
+    cfg = load_config(PAPER / f"{name}.yaml", [
+        f"data.train.root={data}", f"data.val.root={data}", "data.train.crop=32",
+        "data.batch_size=2", "data.workers=0", "generator.blocks=1", "generator.channels=8",
+        f"run_dir={tmp_path / 'run'}", "train.device=cpu", "train.log_every=1",
+        "train.sample_images=1",
+        *[f"phases.{p}.steps=2" for p in load_config(PAPER / f"{name}.yaml").phases],
+    ])
+    summary = Trainer(cfg, progress=False).fit()
+    assert set(summary) == {"bicubic", *cfg.phases}
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().split("\n")
+               if x]
+    assert max(r["step"] for r in records) == 2 * len(cfg.phases)
+
+
+@pytest.mark.parametrize("dataset,psnr,ssim", [("Set5", 28.43, 0.811), ("Set14", 25.99, 0.703)])
+def test_eval_bicubic_reproduces_the_paper(shared_data: Path, dataset: str, psnr: float,
+                                           ssim: float) -> None:
+    root = shared_data / "benchmarks" / dataset
+    out = subprocess.run([sys.executable, "-m", "plfw", "eval", "--model", "bicubic", "--hr",
+                          str(root / "HR"), "--lr", str(root / "LR_bicubic" / "X4"), "--scale",
+                          "4", "--json"], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert abs(result["psnr_y"] - psnr) < 0.05
+    assert abs(result["ssim_y"] - ssim) < 0.002
+    assert len(result["per_image"]) == {"Set5": 5, "Set14": 14}[dataset]
