@@ -49,7 +49,7 @@ class TrainSettings:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto | fp32 | bf16 (autocast, fp32 master weights)
     channels_last: str = "auto"  # auto | true | false
-    compile: bool = False
+    compile: str = "auto"  # auto (on with CUDA) | true | false: torch.compile the step's modules
     threads: int = 0  # torch CPU threads (0 = torch's default)
     log_every: int = 50
     val_every: int = 1000
@@ -60,6 +60,7 @@ class TrainSettings:
     explode_norm: float = 1.0e6  # a gradient norm above this counts as a bad step
     max_bad_steps: int = 10  # stop after this many non-finite/exploding steps in a row
     deterministic: bool = False
+    sync_batchnorm: bool = False  # distributed runs: batch statistics over all processes
     sample_images: int = 4  # validation images shown in the sample grid
 
 
@@ -166,6 +167,17 @@ def _dataclass_of(tp: Any) -> type | None:
     return tp if dataclasses.is_dataclass(tp) else None
 
 
+def _check_container(tp: Any, value: Any, path: str) -> None:
+    """A mapping where a list belongs (or the reverse) would crash omegaconf's merge."""
+    origin = typing.get_origin(tp)
+    if origin is list and isinstance(value, dict):
+        raise UserError(f"{path}: expected a list, got {value!r}; an item override like "
+                        f"{path}.0=... needs the list in the config file, else set it whole: "
+                        f"{path}=[a, b]")
+    if origin is dict and isinstance(value, list):
+        raise UserError(f"{path}: expected a mapping, got {value!r}")
+
+
 def check_keys(data: Any, schema: type, where: str) -> None:
     """Reject unknown keys in the typed part of the config, naming the closest valid ones."""
     if not isinstance(data, dict):
@@ -176,6 +188,7 @@ def check_keys(data: Any, schema: type, where: str) -> None:
         if key not in hints:
             raise UserError(f"unknown config key '{path}'{suggest(str(key), hints)}")
         tp = hints[key]
+        _check_container(tp, value, path)
         if _dataclass_of(tp) and isinstance(value, dict):
             check_keys(value, tp, path)
         elif typing.get_origin(tp) is dict and isinstance(value, dict):
