@@ -81,9 +81,10 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def make_runtime(device: str = "auto", precision: str = "auto", channels_last: str = "auto",
-                 compile: bool = False, threads: int = 0) -> Runtime:
-    """Resolve 'auto' settings: bf16, channels_last on CUDA and on CPUs with fast bf16."""
+def make_runtime(device: str = "auto", precision: str = "auto", channels_last: str | bool = "auto",
+                 compile: str | bool = "auto", threads: int = 0) -> Runtime:
+    """Resolve 'auto' settings: bf16 and channels_last on CUDA and on CPUs with fast bf16;
+    torch.compile on CUDA only (on a few CPU cores its warm-up outlasts short runs)."""
     if threads > 0:
         torch.set_num_threads(threads)
     dev = pick_device(device)
@@ -96,7 +97,8 @@ def make_runtime(device: str = "auto", precision: str = "auto", channels_last: s
         raise UserError(f"train.precision: expected auto, fp32 or bf16, got {precision!r}")
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    return Runtime(dev, bf16, _flag(channels_last, fast, "channels_last"), compile, rank, world)
+    return Runtime(dev, bf16, _flag(channels_last, fast, "channels_last"),
+                   _flag(compile, dev.type == "cuda", "compile"), rank, world)
 
 
 @contextlib.contextmanager

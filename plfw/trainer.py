@@ -188,6 +188,9 @@ class Trainer:
         t = cfg.train
         self.rt: Runtime = make_runtime(t.device, t.precision, t.channels_last, t.compile,
                                         t.threads)
+        if t.sync_batchnorm and self.rt.device.type != "cuda":
+            raise UserError("train.sync_batchnorm needs CUDA (PyTorch's SyncBatchNorm runs on "
+                            "GPUs only); set train.sync_batchnorm=false on the CPU")
         if self.rt.distributed and not torch.distributed.is_initialized():
             backend = "nccl" if self.rt.device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend)
@@ -241,6 +244,17 @@ class Trainer:
             self.global_step = int(self._resume_state["global_step"])
             self.phase_index = int(self._resume_state["phase_index"])
             self.phase_step = int(self._resume_state["phase_step"])
+            self._drop_logs_after(self.global_step)
+
+    def _drop_logs_after(self, step: int) -> None:
+        """On resume, forget log records of steps the checkpoint does not contain (they will be
+        logged again), so metrics.jsonl reads as one uninterrupted run."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.rt.is_main or not path.is_file():
+            return
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())
 
     # ---------------------------------------------------------------- setup
     @staticmethod
@@ -463,11 +477,15 @@ class Trainer:
             return
         ddp = nn.parallel.DistributedDataParallel
         ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
+        sync = nn.SyncBatchNorm.convert_sync_batchnorm if self.cfg.train.sync_batchnorm else None
+        # Only the trained networks are wrapped: a frozen loss network has nothing to reduce.
         if not isinstance(self.generator, ddp):
-            self.generator = ddp(self.generator, device_ids=ids)
+            self.generator = ddp(sync(self.generator) if sync else self.generator,
+                                 device_ids=ids)
         p = self.phase
         if p is not None and p.discriminator is not None and not isinstance(p.discriminator, ddp):
-            p.discriminator = ddp(p.discriminator, device_ids=ids)
+            p.discriminator = ddp(sync(p.discriminator) if sync else p.discriminator,
+                                  device_ids=ids)
 
     def _calibrate(self, phase: Phase, batches: Iterator[Any]) -> None:
         """Let losses that ask for it (feature_scale: auto) see one HR batch of this run."""

@@ -1,0 +1,60 @@
+"""``plfw bench`` end to end on tiny steps: the JSON it promises, with and without a reference.
+No timing is asserted here: the speed targets are checked by running the benchmark itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import make_images, tiny_config
+
+from plfw.cli import main
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "reference_step.py"
+
+
+def _bench(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert main(["bench", "--json", "--repeats", "1", "--warmup", "0", "--device", "cpu",
+                 *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_bench_json_has_every_step_and_measure(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    config = tiny_config(tmp_path)
+    photos = make_images(tmp_path / "loader", 3, (40, 40))
+    out = _bench(capsys, "--config", str(config), "--batch", "2", "--crop", "16",
+                 "--reference", "none", "--loader", str(photos), "--workers", "0")
+    assert set(out["steps"]) == {"mse", "srgan"}
+    assert out["steps"]["mse"]["phase"] == "srresnet"
+    for entry in out["steps"].values():
+        assert entry["images_per_s"] > 0
+        assert entry["gflop_per_step"] > 0 and 0 < entry["efficiency"]
+        assert "speedup" not in entry
+        parts = entry["phases_s"]
+        assert parts["generator_forward"] > 0 and parts["optimizer"] > 0
+        assert entry["loader_ratio"] > 0
+    assert out["steps"]["srgan"]["phases_s"]["discriminator_forward"] > 0
+    assert out["steps"]["srgan"]["phases_s"]["loss_network_forward"] > 0
+    assert out["matmul_gflops"]["fp32"] > 0 and out["matmul_gflops"]["bf16"] > 0
+    assert out["loader"]["images"] == 3
+
+
+def test_bench_times_the_reference_step_side_by_side(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if not REFERENCE.is_file():
+        pytest.skip(f"reference step not found at {REFERENCE}")
+    out = _bench(capsys, "--steps", "mse", "--batch", "1", "--crop", "16", "--reference",
+                 str(REFERENCE), "--loader", "none", "generator.blocks=2")
+    mse = out["steps"]["mse"]
+    assert mse["reference_images_per_s"] > 0 and mse["speedup"] > 0
+    assert out["reference"] == str(REFERENCE)
+    assert "loader" not in out
+
+
+def test_bench_rejects_an_unknown_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tiny_config(tmp_path, gan=False)
+    assert main(["bench", "--config", str(config), "--steps", "srgan", "--reference",
+                 "none"]) == 2
+    assert "no phase for 'srgan'" in capsys.readouterr().err
