@@ -138,7 +138,10 @@ def validate_params(component: Component, params: dict[str, Any], where: str) ->
     try:
         merged = OmegaConf.structured(cls)
         for key, value in params.items():
-            merged[key] = value  # assignment replaces a default (merge would blend mappings)
+            if isinstance(value, dict):
+                merged[key] = value  # assignment replaces a mapping default; merge would blend
+            else:
+                merged = OmegaConf.merge(merged, {key: value})
         missing = sorted(OmegaConf.missing_keys(merged))
         if missing:
             raise UserError(f"{where}: {component.kind} '{component.name}' needs "

@@ -119,9 +119,12 @@ class PerceptualLoss(nn.Module):
         return dict(zip(self.layers, self.scales.tolist(), strict=True))
 
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
-        if not self.calibrated:
-            raise RuntimeError("perceptual loss with feature_scale 'auto' must be calibrated "
-                               "first: call loss.calibrate(hr_batch) before training")
+        # checked once: reading the scales is a host sync that a CUDA step should not pay
+        if not getattr(self, "_checked", False):
+            if not self.calibrated:
+                raise RuntimeError("perceptual loss with feature_scale 'auto' must be calibrated "
+                                   "first: call loss.calibrate(hr_batch) before training")
+            self._checked = True
         with torch.no_grad():
             target = self._features(hr)
         pred = self._features(sr)
