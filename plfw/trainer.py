@@ -309,7 +309,7 @@ class Trainer:
     def _init_generator(self, source: str) -> None:
         module, _ = load_generator(source)
         try:
-            self.generator.load_state_dict(module.state_dict())
+            self._unwrap(self.generator).load_state_dict(module.state_dict())
         except RuntimeError as exc:
             raise UserError(f"{source}: its generator does not match this config's generator "
                             f"({str(exc).splitlines()[0]})") from None
@@ -342,7 +342,7 @@ class Trainer:
     def _restore(self, s: dict[str, Any]) -> None:
         p = self.phase
         assert p is not None
-        self.generator.load_state_dict(s["generator"])
+        self._unwrap(self.generator).load_state_dict(s["generator"])
         if self.ema is not None and s.get("ema") is not None:
             self.ema.load_state_dict(s["ema"])
         if p.discriminator is not None and s.get("discriminator") is not None:

@@ -167,6 +167,11 @@ class _SRDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries) * self.repeat
 
+    @property
+    def names(self) -> list[str]:
+        """File stems per item (the trainer labels validation images with them)."""
+        return [self.entries[i % len(self.entries)][0].stem for i in range(len(self))]
+
     def _images(self, i: int) -> tuple[torch.Tensor, ...]:
         if self._cache is not None:
             return self._cache[i]
