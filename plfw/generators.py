@@ -39,12 +39,11 @@ def infer_srresnet(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     keys = list(state)
     blocks = {int(m.group(1)) for k in keys if (m := re.match(r"blocks\.(\d+)\.", k))}
     first = next((v for k, v in state.items() if v.dim() == 4 and v.shape[1] == 3), None)
-    ups = {int(m.group(1)) for k in keys if (m := re.match(r"upsample\.(\d+)\.", k))}
-    if not blocks or first is None:
+    upsample_convs = [v for k, v in state.items() if k.startswith("upsample.") and v.dim() == 4]
+    if not blocks or first is None or not upsample_convs:
         raise UserError("a plain state dict must come from plfw's srresnet generator "
                         "(expected keys like 'blocks.0....'); pass a plfw checkpoint instead")
-    upsample_convs = [v for k, v in state.items() if k.startswith("upsample.") and v.dim() == 4]
-    scale = 2 ** len(upsample_convs) if upsample_convs else 2 ** max(1, len(ups))
+    scale = 2 ** len(upsample_convs)  # one sub-pixel x2 stage per upsampling convolution
     return {"name": "srresnet", "blocks": len(blocks), "channels": int(first.shape[0]),
             "scale": scale, "batch_norm": any("running_mean" in k for k in keys)}
 
