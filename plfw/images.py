@@ -265,7 +265,8 @@ def list_images(folder: PathArg, recursive: bool = False) -> list[Path]:
     root = as_path(folder)
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
-        raise UserError(f"image folder {show_path(root)} {what}")
+        hint = "" if root.is_absolute() else f" (relative to the current folder {Path.cwd()})"
+        raise UserError(f"image folder {show_path(root)} {what}{hint}")
     found = root.rglob("*") if recursive else root.iterdir()
     images = sorted(
         p for p in found
