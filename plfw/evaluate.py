@@ -7,7 +7,7 @@ are scored on their single channel, as the paper's tools did.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,23 +72,30 @@ def _match_channels(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     return sr
 
 
-def score(sr: torch.Tensor, hr: torch.Tensor, border: int) -> dict[str, float]:
-    sr = _match_channels(sr, hr)
-    return {"psnr_y": psnr_y(sr, hr, border), "ssim_y": ssim_y(sr, hr, border)}
+Metric = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+def default_metrics(border: int) -> dict[str, Metric]:
+    """PSNR-Y and SSIM-Y with ``border`` pixels cropped: the paper's measures."""
+    return {"psnr_y": lambda sr, hr: psnr_y(sr, hr, border),
+            "ssim_y": lambda sr, hr: ssim_y(sr, hr, border)}
 
 
 def evaluate(method: Method, pairs: Sequence[Pair], border: int,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Per-image and mean PSNR-Y / SSIM-Y of ``method`` over ``pairs``."""
+             progress: Callable[[str], None] | None = None,
+             metrics: Mapping[str, Metric] | None = None) -> dict[str, Any]:
+    """Per-image and mean scores of ``method`` over ``pairs``: PSNR-Y and SSIM-Y unless
+    ``metrics`` (name -> callable(sr, hr)) says otherwise (e.g. a config's metric plugins)."""
     if not pairs:
         raise UserError("nothing to evaluate: no image pairs")
+    metrics = metrics or default_metrics(border)
     rows = []
     for pair in pairs:
         lr = pair.lr if pair.lr.shape[0] == 3 else pair.lr.expand(3, -1, -1)
         with torch.inference_mode():
-            sr = method(lr).float().cpu()
-        rows.append({"name": pair.name, **score(sr, pair.hr, border)})
+            sr = _match_channels(method(lr).float().cpu(), pair.hr)
+        rows.append({"name": pair.name, **{k: float(m(sr, pair.hr)) for k, m in metrics.items()}})
         if progress:
             progress(pair.name)
-    means = {k: sum(r[k] for r in rows) / len(rows) for k in ("psnr_y", "ssim_y")}
+    means = {k: sum(r[k] for r in rows) / len(rows) for k in metrics}
     return {**means, "images": len(rows), "per_image": rows}

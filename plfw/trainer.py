@@ -539,8 +539,9 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         if not self.rt.is_main or not self.val_pairs:
             return {}
-        result = evaluate(self.sr_method(), self.val_pairs, self.cfg.scale)
-        metrics = {f"val_{k}": result[k] for k in ("psnr_y", "ssim_y")}
+        result = evaluate(self.sr_method(), self.val_pairs, self.cfg.scale,
+                          metrics=self.metrics)
+        metrics = {f"val_{k}": result[k] for k in self.metrics}
         self._log({"phase": self.phase.name if self.phase else "", "step": self.global_step,
                    **metrics})
         self._event("on_validation_end", step=self.global_step, metrics=metrics)
@@ -569,10 +570,10 @@ class Trainer:
             if ps.steps > 0 and path.is_file():
                 module, out_range = load_generator(path)
                 methods[name] = runner(module.to(self.rt.device), out_range, self.rt)
-        results = {name: evaluate(m, self.val_pairs, self.cfg.scale) for name, m in
-                   methods.items()}
-        summary = {name: {"psnr_y": r["psnr_y"], "ssim_y": r["ssim_y"],
-                          "per_image": r["per_image"]} for name, r in results.items()}
+        results = {name: evaluate(m, self.val_pairs, self.cfg.scale, metrics=self.metrics)
+                   for name, m in methods.items()}
+        summary = {name: {**{k: r[k] for k in self.metrics}, "per_image": r["per_image"]}
+                   for name, r in results.items()}
         atomic_write_bytes(self.run_dir / "summary.json",
                            json.dumps(summary, indent=2).encode())
         table = summary_table(summary, len(self.val_pairs))
@@ -615,9 +616,16 @@ def runner(module: nn.Module, out_range: tuple[float, float], rt: Runtime) -> Me
     return run
 
 
+HEADINGS = {"psnr_y": "PSNR-Y [dB]", "ssim_y": "SSIM-Y"}
+
+
 def summary_table(summary: dict[str, Any], images: int) -> str:
+    """Markdown table of the mean of every metric in ``summary`` per method."""
+    keys = [k for k in next(iter(summary.values())) if k != "per_image"]
     lines = [f"Mean over {images} validation images (Y channel, border = scale).", "",
-             "| method | PSNR-Y [dB] | SSIM-Y |", "|---|---|---|"]
+             "| method | " + " | ".join(HEADINGS.get(k, k) for k in keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]
     for name, r in summary.items():
-        lines.append(f"| {name} | {r['psnr_y']:.2f} | {r['ssim_y']:.4f} |")
+        cells = [f"{r[k]:.2f}" if k.startswith("psnr") else f"{r[k]:.4f}" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

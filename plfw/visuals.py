@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,8 +58,6 @@ def grid(rows: Sequence[Sequence[torch.Tensor]], labels: Sequence[str],
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
     """Write a PNG atomically (no half-written picture if the run is killed)."""
-    import io
-
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     atomic_write_bytes(Path(path), buffer.getvalue())

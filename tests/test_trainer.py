@@ -155,3 +155,14 @@ def test_adversarial_loss_needs_a_discriminator(tmp_path: Path) -> None:
     cfg = load_config(path, ["phases.srgan.discriminator=null"])
     with pytest.raises(UserError, match="discriminator"):
         Trainer(cfg, progress=False).fit()
+
+
+def test_validation_and_summary_use_the_configured_metrics(tmp_path: Path) -> None:
+    cfg = load_config(tiny_config(tmp_path, gan=False), ["metrics=[{name: psnr_y, border: 2}]"])
+    summary = Trainer(cfg, progress=False).fit()
+    assert set(summary["bicubic"]) == {"psnr_y", "per_image"}
+    log = (Path(cfg.run_dir) / "metrics.jsonl").read_text()
+    records = [json.loads(x) for x in log.splitlines()]
+    val = [r for r in records if any(k.startswith("val_") for k in r)]
+    assert val and all("val_ssim_y" not in r for r in val)
+    assert "SSIM" not in (Path(cfg.run_dir) / "summary.md").read_text()
