@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import plfw
 from plfw.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from plfw.checkpoint import safe_load
 from plfw.errors import UserError
+from plfw.runtime import Runtime, eval_mode
 
 GENERATOR_FORMAT = "plfw-generator-1"
 BUNDLED_DIR = Path(__file__).parent / "weights"
@@ -28,6 +30,19 @@ def to_unit(x: torch.Tensor, out_range: tuple[float, float]) -> torch.Tensor:
     """Map a generator output from its range to [0, 1], clamped."""
     lo, hi = out_range
     return ((x - lo) / (hi - lo)).clamp(0, 1)
+
+
+def batch_runner(module: nn.Module, out_range: tuple[float, float],
+                 rt: Runtime) -> Callable[[torch.Tensor], torch.Tensor]:
+    """LR batch (NCHW, [0, 1]) -> SR batch in [0, 1] on the CPU, in eval mode, with the
+    runtime's device, precision and memory format."""
+
+    def run(lr: torch.Tensor) -> torch.Tensor:
+        with eval_mode(module), rt.autocast():
+            sr = module(rt.to(lr))
+        return to_unit(sr.float(), out_range).cpu()
+
+    return run
 
 
 def bundled_models() -> dict[str, Path]:

@@ -39,9 +39,9 @@ from plfw.config import Config, PhaseSettings
 from plfw.errors import UserError
 from plfw.evaluate import Method, Pair, bicubic, evaluate
 from plfw.features import is_frozen
-from plfw.generators import GENERATOR_FORMAT, load_generator, to_unit
+from plfw.generators import GENERATOR_FORMAT, batch_runner, load_generator
 from plfw.plugins import get_plugins
-from plfw.runtime import Runtime, eval_mode, make_runtime
+from plfw.runtime import Runtime, make_runtime
 from plfw.step import TrainStep, make_adam
 from plfw.visuals import center_crop, grid, save_png
 
@@ -607,13 +607,8 @@ class Trainer:
 
 def runner(module: nn.Module, out_range: tuple[float, float], rt: Runtime) -> Method:
     """Wrap a generator as an evaluation method on single images."""
-
-    def run(lr: torch.Tensor) -> torch.Tensor:
-        with eval_mode(module), rt.autocast():
-            sr = module(rt.to(lr.unsqueeze(0)))
-        return to_unit(sr.float(), out_range)[0].cpu()
-
-    return run
+    batch = batch_runner(module, out_range, rt)
+    return lambda lr: batch(lr.unsqueeze(0))[0]
 
 
 HEADINGS = {"psnr_y": "PSNR-Y [dB]", "ssim_y": "SSIM-Y"}

@@ -6,11 +6,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from plfw.errors import UserError
-from plfw.generators import load_generator, to_unit
+from plfw.generators import batch_runner, load_generator
 from plfw.images import IMAGE_SUFFIXES, ImageError, list_images, load_image, save_image
 from plfw.runtime import make_runtime
 from plfw.tiling import upscale_tiled
@@ -39,10 +38,7 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
     files = _expand(inputs)
     failures: list[tuple[Path, str]] = []
     pixels, started = 0, time.perf_counter()
-
-    def net(lr: torch.Tensor) -> torch.Tensor:
-        with rt.autocast():
-            return to_unit(generator(lr.to(rt.device)).float(), out_range).cpu()
+    net = batch_runner(generator, out_range, rt)
 
     for path in files:
         target = out / f"{path.stem}_x{scale}.png"
