@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 import plfw
 from plfw import config as config_mod
+from plfw.calibration import GradientMatched, reference_spec
 from plfw.checkpoint import (
     CheckpointDir,
     atomic_torch_save,
@@ -130,8 +131,9 @@ class Phase:
 
 
 def build_phase(name: str, ps: PhaseSettings, generator: nn.Module, rt: Runtime,
-                output_range: tuple[float, float], crop: int | None) -> Phase:
-    """Build one phase's losses, discriminator, optimizers and schedulers for ``generator``."""
+                output_range: tuple[float, float], crop: int | None, scale: int = 4) -> Phase:
+    """Build one phase's losses, discriminator, optimizers and schedulers for ``generator``.
+    A loss with ``match_gradient`` is wrapped in :class:`plfw.calibration.GradientMatched`."""
     losses: dict[str, nn.Module] = {}
     weights: dict[str, float] = {}
     adversarial = None
@@ -144,7 +146,11 @@ def build_phase(name: str, ps: PhaseSettings, generator: nn.Module, rt: Runtime,
             continue
         spec = dict(spec) if isinstance(spec, dict) else {"name": spec}
         weight = float(spec.pop("weight", 1.0))
-        loss = plfw.build("loss", spec, f"phases.{name}.losses.{label}").to(rt.device)
+        match = spec.pop("match_gradient", None)
+        where = f"phases.{name}.losses.{label}"
+        loss = plfw.build("loss", spec, where).to(rt.device)
+        if match is not None and match is not False:
+            loss = GradientMatched(loss, reference_spec(match, where), scale, where)
         if hasattr(loss, "set_image_range"):
             loss.set_image_range(*output_range)
         if getattr(loss, "adversarial", False):
@@ -304,7 +310,7 @@ class Trainer:
 
     def _build_phase(self, name: str, ps: PhaseSettings) -> Phase:
         return build_phase(name, ps, self.generator, self.rt, self.output_range,
-                           self.train_spec.get("crop"))
+                           self.train_spec.get("crop"), self.cfg.scale)
 
     def _init_generator(self, source: str) -> None:
         module, _ = load_generator(source)
@@ -489,8 +495,7 @@ class Trainer:
 
     def _calibrate(self, phase: Phase, batches: Iterator[Any]) -> None:
         """Let losses that ask for it (feature_scale: auto) see one HR batch of this run."""
-        needs = [m for m in phase.losses.values() if hasattr(m, "calibrate")]
-        if not needs:
+        if not any(hasattr(m, "calibrate") for m in phase.losses.values()):
             return
         # The batch of the phase's first step, drawn from a separate sampler: the training
         # stream itself is not advanced, so resumed and uninterrupted runs stay identical.
@@ -498,9 +503,11 @@ class Trainer:
                               self.global_step)
         items = [SeededItems(self.train_set)[k] for k in sampler.for_step(self.global_step)]
         hr = self.rt.to(torch.stack([hr for _, hr in items]))
+        hr = self._to_model_range(hr)
         with torch.no_grad():
-            for m in needs:
-                m.calibrate(self._to_model_range(hr))
+            done = {label: m.calibrate(hr) for label, m in phase.losses.items()
+                    if hasattr(m, "calibrate")}
+        self._log({"phase": phase.name, "step": self.global_step, "calibration": done})
 
     def _to_model_range(self, x01: torch.Tensor) -> torch.Tensor:
         lo, hi = self.output_range
