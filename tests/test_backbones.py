@@ -101,12 +101,13 @@ def test_input_specs() -> None:
     torch.testing.assert_close(lite0.convert(x)[0, :, 0, 0], torch.tensor([-127 / 128, 0, 1]))
 
 
-def test_efficientnet_lite0_sees_a_cat() -> None:
+@pytest.mark.parametrize("variant, size", [("lite0", 224), ("lite2", 260)])
+def test_efficientnet_lite_sees_a_cat(variant: str, size: int) -> None:
     if not CAT_PHOTO.is_file():
         pytest.skip(f"{CAT_PHOTO} missing")
-    rgb = Image.open(CAT_PHOTO).convert("RGB").resize((224, 224), Image.BICUBIC)
+    rgb = Image.open(CAT_PHOTO).convert("RGB").resize((size, size), Image.BICUBIC)
     x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float().div(255).unsqueeze(0)
-    classifier = bb.efficientnet_lite0_classifier()
+    classifier = getattr(bb, f"efficientnet_{variant}_classifier")()
     with torch.no_grad():
         top5 = classifier(bb.LITE0_SPEC.convert(x)).topk(5).indices[0].tolist()
     assert top5[0] in IMAGENET_CATS

