@@ -98,7 +98,7 @@ def load_plugins() -> Plugins:
             continue
         providers[key] = Provider(name, dist, version)
 
-    registry = Registry()
+    registry = Registry(weights_hook=pm.hook.plfw_resolve_weights)
     for kind in KINDS:
         hook = getattr(pm.hook, f"plfw_register_{PLURAL[kind]}")
         impls = sorted(hook.get_hookimpls(), key=lambda i: i.plugin_name)

@@ -7,8 +7,10 @@ with both providers instead of one silently winning.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -51,14 +53,23 @@ class Component:
     prefix_param: str | None = None  # "timm:<model>" fills params.model with "<model>"
 
 
+#: The ``plfw_resolve_weights`` hook as the registry calls it: (kind, name, weights) -> file.
+WeightsHook = Callable[..., "Path | None"]
+
+
 @dataclass
 class Registry:
-    """All registered components plus the clashes found while registering them."""
+    """All registered components plus the clashes found while registering them.
+
+    It is also the build context handed to factories that declare a ``registry`` parameter:
+    a component that builds another one (the perceptual loss its network) or looks up weight
+    files does so through the registry that is building it, not a process-wide singleton."""
 
     components: dict[str, dict[str, Component]] = field(
         default_factory=lambda: {k: {} for k in KINDS}
     )
     conflicts: dict[tuple[str, str], list[Provider]] = field(default_factory=dict)
+    weights_hook: WeightsHook | None = None  # set by plfw.plugins to plfw_resolve_weights
 
     def add(self, component: Component) -> None:
         table = self.components[component.kind]
@@ -104,8 +115,36 @@ class Registry:
         if clash:
             raise UserError(f"{where or kind}: '{name}' already sets {', '.join(clash)}; "
                             f"drop it from the parameters")
-        return component.factory(validate_params(component, {**implied, **params},
-                                                 where or kind))
+        params = validate_params(component, {**implied, **params}, where or kind)
+        if takes_registry(component.factory):
+            return component.factory(params, registry=self)
+        return component.factory(params)
+
+    def with_defaults(self, kind: str, spec: Any, **defaults: Any) -> dict[str, Any]:
+        """``spec`` as a mapping, with params the user left out (e.g. ``scale``) filled from
+        ``defaults`` when the component declares them (None values are skipped)."""
+        name, params = split_spec(spec, kind)
+        component = self.get(kind, name)
+        fields = getattr(component.params, "__dataclass_fields__", {})
+        for key, value in defaults.items():
+            if key in fields and key not in params and value is not None:
+                params[key] = value
+        return {"name": name, **params}
+
+    def resolve_weights(self, kind: str, name: str, weights: str) -> Path | None:
+        """The installed plugins' answer to ``plfw_resolve_weights`` (None: no plugin knows)."""
+        if self.weights_hook is None:
+            return None
+        found = self.weights_hook(kind=kind, name=name, weights=weights)
+        return Path(found) if found is not None else None
+
+
+def takes_registry(factory: Callable[..., Any]) -> bool:
+    """Whether a factory declares a ``registry`` parameter (factory(params, registry=...))."""
+    try:
+        return "registry" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return False
 
 
 def split_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
