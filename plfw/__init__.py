@@ -1,35 +1,113 @@
-"""plfw: a plugin-based perceptual-loss training framework for single-image super-resolution."""
+"""plfw: a plugin-based perceptual-loss training framework for single-image super-resolution.
+
+This module is the public API, the one place a plugin author (built-in or third-party) imports
+from: ``__all__`` lists everything a plugin may use; every other name in the package is internal
+and may change. Heavy names (torch-based) are imported on first use, so ``import plfw`` stays
+cheap for the command line.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+from plfw.errors import UserError, suggest
 
 __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("plfw")
 
+if TYPE_CHECKING:
+    from plfw.features import CAFFE, IMAGENET, SIGNED, UNIT, InputSpec, freeze, is_frozen
+    from plfw.images import ImageError, list_images, load_image_uint8, probe_image, show_path
+    from plfw.imresize import bicubic_downscale_uint8, imresize
+    from plfw.metrics import psnr_y, rgb_to_y, ssim_y
+    from plfw.registry import Register, Registry
+    from plfw.weights import (
+        Hub,
+        Packaged,
+        Source,
+        Unavailable,
+        load_weights,
+        offline,
+        read_weights,
+        resolve_weights,
+    )
+
+#: public name -> the internal module that defines it (imported on first access)
+_LAZY = {
+    **dict.fromkeys(("Register", "Registry"), "plfw.registry"),
+    **dict.fromkeys(("InputSpec", "freeze", "is_frozen", "IMAGENET", "CAFFE", "UNIT", "SIGNED"),
+                    "plfw.features"),
+    **dict.fromkeys(("resolve_weights", "read_weights", "load_weights", "offline", "Hub",
+                     "Packaged", "Source", "Unavailable"), "plfw.weights"),
+    **dict.fromkeys(("imresize", "bicubic_downscale_uint8"), "plfw.imresize"),
+    **dict.fromkeys(("psnr_y", "ssim_y", "rgb_to_y"), "plfw.metrics"),
+    **dict.fromkeys(("ImageError", "list_images", "load_image_uint8", "probe_image",
+                     "show_path"), "plfw.images"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'plfw' has no attribute '{name}'")
+
 
 def build(kind: str, spec: Any, where: str = "") -> Any:
-    """Build a registered component from 'name' or {'name': ..., **params}."""
-    from plfw.plugins import get_plugins
-
-    return get_plugins().registry.build(kind, spec, where)
+    """Build a registered component from 'name' or {'name': ..., **params} with the plugins
+    of this process. A factory building a nested component uses the ``registry`` it was given
+    instead (``registry.build(...)``)."""
+    return _registry().build(kind, spec, where)
 
 
 def list_components(kind: str) -> list[str]:
     """Names of the registered components of one kind."""
+    return _registry().names(kind)
+
+
+def _registry() -> Registry:
     from plfw.plugins import get_plugins
 
-    return get_plugins().registry.names(kind)
+    return get_plugins().registry
 
 
-def resolve_weights(kind: str, name: str, weights: str) -> Any:
-    """Ask installed plugins for a local weights file (the plfw_resolve_weights hook)."""
-    from plfw.plugins import get_plugins
-
-    return get_plugins().manager.hook.plfw_resolve_weights(kind=kind, name=name, weights=weights)
-
-
-__all__ = ["__version__", "build", "hookimpl", "list_components", "resolve_weights"]
+__all__ = [
+    "CAFFE",
+    "IMAGENET",
+    "SIGNED",
+    "UNIT",
+    "Hub",
+    "ImageError",
+    "InputSpec",
+    "Packaged",
+    "Register",
+    "Registry",
+    "Source",
+    "Unavailable",
+    "UserError",
+    "__version__",
+    "bicubic_downscale_uint8",
+    "build",
+    "freeze",
+    "hookimpl",
+    "imresize",
+    "is_frozen",
+    "list_images",
+    "list_components",
+    "load_image_uint8",
+    "load_weights",
+    "offline",
+    "probe_image",
+    "psnr_y",
+    "read_weights",
+    "resolve_weights",
+    "rgb_to_y",
+    "show_path",
+    "ssim_y",
+    "suggest",
+]

