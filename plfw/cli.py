@@ -74,8 +74,18 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
 
     failures = upscale_files(args.inputs, args.out, model=args.model, tile=args.tile,
                              overlap=args.overlap, overwrite=args.overwrite, device=args.device,
-                             precision=args.precision, progress=not args.quiet)
+                             precision=args.precision, progress=not args.quiet,
+                             alpha=args.alpha, out_format=args.out_format,
+                             quality=args.quality, suffix=args.suffix, json_lines=args.json)
     return 1 if failures else 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from plfw.export import describe, export_generator
+
+    path = export_generator(args.model, args.format, args.out, overwrite=args.overwrite)
+    print(f"wrote {describe(path)}")
+    return 0
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -155,14 +165,37 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Super-resolve images in overlapping tiles (bounded memory).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("--model", default="srgan",
-                   help="checkpoint, exported generator or bundled model name (default: srgan)")
+                   help="checkpoint, exported generator, .pth / .safetensors weights (plfw, "
+                        "ESRGAN, BasicSR, or anything spandrel reads) or bundled model name "
+                        "(default: srgan)")
     p.add_argument("--out", default="upscaled", help="output folder (default: ./upscaled)")
     p.add_argument("--tile", type=int, default=256, help="LR tile side (0: whole image)")
     p.add_argument("--overlap", type=int, default=32, help="LR pixels shared by tiles")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--alpha", default="bicubic", choices=["bicubic", "model", "drop"],
+                   help="transparency: upscale it by MATLAB bicubic (default) or by the model, "
+                        "or drop it (composite on white)")
+    p.add_argument("--out-format", default="png", choices=["png", "webp", "jpg"],
+                   help="output format (default png; 16-bit inputs stay 16-bit only in png)")
+    p.add_argument("--quality", type=int, default=95, help="webp / jpg quality 1..100")
+    p.add_argument("--suffix", default=None,
+                   help="appended to each output stem (default _x<scale>; '' for bare stems)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON record per file on stdout: in, out, size, seconds, error")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_runtime(p)
     p.set_defaults(func=_cmd_upscale)
+
+    p = sub.add_parser("export", help="write a generator as ONNX or safetensors",
+                       description="Export a generator (bundled name, checkpoint, models/"
+                                   "<phase>.pt or any loadable .pth / .safetensors) as ONNX "
+                                   "([0, 1] RGB in and out, dynamic height and width) or as "
+                                   "safetensors with its plfw spec in the metadata.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--format", required=True, choices=["onnx", "safetensors"])
+    p.add_argument("--out", help="output file (default: ./<model stem>.<format>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("plugins", help="list registered components and failed plugins",
                        description="List every registered component with its provider.")

@@ -13,14 +13,19 @@ Mode conventions of :func:`load_image`:
   conversion (CMYK, YCbCr, 1-bit, palette).
 
 Pillow itself still loads 16-bit-per-channel *colour* PNGs as 8-bit RGB; only 16-bit grayscale
-keeps all 16 bits.
+keeps all 16 bits. :func:`load_picture` / :func:`save_picture` (used by ``plfw upscale``) keep
+what the file has instead: gray or colour, alpha as its own channel, and 16 bits per channel
+for 16-bit PNGs (read and written with pypng, which handles every PNG colour type at 16 bits).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import struct
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -245,17 +250,150 @@ def save_image(tensor: torch.Tensor, path: PathArg, overwrite: bool = False) -> 
         raise UserError(f"{show_path(p)} already exists; pass --overwrite to replace it")
     im = _to_pil(tensor)
     options: dict[str, Any] = {"quality": 95} if fmt == "JPEG" else {}
+    _write_atomically(p, lambda f: im.save(f, format=fmt, **options))
+    return p
+
+
+def _write_atomically(p: Path, write: Callable[[Any], None]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``p``, then rename it into place."""
     tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         # O_EXCL: never clobber anything; mode 0o666 so the umask decides, as for a plain open().
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
-            im.save(f, format=fmt, **options)
+            write(f)
         os.replace(tmp, p)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write {show_path(p)}: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------ pictures as files hold them
+@dataclass
+class Picture:
+    """An image as its file holds it: ``colour`` (C=1 gray or 3 RGB, float32 [0, 1], CHW),
+    ``alpha`` (1HW in [0, 1]) or None, and the bits per channel of the file (8 or 16)."""
+
+    colour: torch.Tensor
+    alpha: torch.Tensor | None
+    bits: int = 8
+
+
+def _png_header(path: Path) -> tuple[int, int, int, int] | None:
+    """(width, height, bit depth, colour type) from a PNG's IHDR, or None if not a PNG."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(33)
+    except OSError:
+        return None
+    if len(head) < 33 or not head.startswith(b"\x89PNG\r\n\x1a\n") or head[12:16] != b"IHDR":
+        return None
+    width, height, depth, kind = struct.unpack(">IIBB", head[16:26])
+    return width, height, depth, kind
+
+
+def _load_png16(path: Path, size: tuple[int, int], max_pixels: int) -> Picture:
+    import png  # pypng
+
+    w, h = size
+    if w * h > max_pixels:
+        raise ImageError.about(path, f"{w}x{h} = {w * h} pixels is above the limit of "
+                                     f"{max_pixels} (a decompression bomb or a mistake)")
+    try:
+        width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+        arr = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+    except Exception as exc:  # pypng reports damage through its own and zlib's exceptions
+        problem = f"corrupt or truncated 16-bit PNG ({type(exc).__name__}: {exc})"
+        raise ImageError.about(path, problem) from None
+    planes = int(info["planes"])
+    arr = arr.reshape(height, width, planes).astype(np.float32) / np.float32(65535)
+    chw = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    if info["alpha"]:
+        return Picture(chw[:-1].contiguous(), chw[-1:].contiguous(), 16)
+    return Picture(chw, None, 16)
+
+
+def load_picture(path: PathArg, max_pixels: int | None = None) -> Picture:
+    """Read an image keeping gray vs colour, alpha (as its own channel) and 16-bit depth."""
+    p = as_path(path)
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    header = _png_header(p)
+    if header is not None and header[2] == 16:
+        return _load_png16(p, header[:2], limit)
+    im = _decode(p, limit)
+    with im:
+        mode = im.mode
+        try:
+            if mode in _SIXTEEN_BIT:
+                arr = np.asarray(im, dtype=np.float32)[..., None] / np.float32(65535)
+                return Picture(_as_float(np.clip(arr, 0, 1)).permute(2, 0, 1), None, 16)
+            if mode == "F":
+                arr = np.clip(np.asarray(im, dtype=np.float32), 0, 1)[..., None]
+                return Picture(_as_float(arr).permute(2, 0, 1), None, 8)
+            transparent = "transparency" in im.info
+            if mode in ("LA", "La") or (mode in ("1", "L") and transparent):
+                la = np.asarray(im.convert("LA"))
+                colour, alpha = la[..., :1], la[..., 1:]
+            elif mode in ("1", "L"):
+                colour, alpha = np.asarray(im.convert("L"))[..., None], None
+            elif mode in _ALPHA_MODES or transparent:
+                rgba = np.asarray(im.convert("RGBA"))
+                colour, alpha = rgba[..., :3], rgba[..., 3:]
+            else:
+                colour, alpha = np.asarray(im.convert("RGB")), None
+        except (ValueError, OSError) as exc:
+            raise ImageError.about(p, f"unsupported image mode {mode} ({exc})") from None
+    return Picture(_as_float(colour.transpose(2, 0, 1)),
+                   None if alpha is None else _as_float(alpha.transpose(2, 0, 1)), 8)
+
+
+SAVE_FORMATS = {"png": "PNG", "webp": "WEBP", "jpg": "JPEG", "jpeg": "JPEG"}
+
+
+def _levels(t: torch.Tensor, bits: int) -> np.ndarray:
+    top = 65535 if bits == 16 else 255
+    arr = (t.detach().cpu().float().clamp(0, 1) * top).round()
+    return arr.numpy().astype(np.uint16 if bits == 16 else np.uint8).transpose(1, 2, 0)
+
+
+def save_picture(pic: Picture, path: PathArg, overwrite: bool = False,
+                 quality: int = 95) -> Path:
+    """Write ``pic`` as PNG (8 or 16 bits, gray or colour, with or without alpha), WebP or
+    JPEG (8 bits; JPEG has no alpha: composite first), atomically, never over an existing
+    file unless ``overwrite``."""
+    p = as_path(path)
+    fmt = SAVE_FORMATS.get(p.suffix.lower().lstrip("."))
+    if fmt is None:
+        raise UserError(f"cannot save {show_path(p)}: unknown image suffix '{p.suffix}' "
+                        f"(use one of {', '.join('.' + k for k in SAVE_FORMATS)})")
+    if pic.colour.dim() != 3 or pic.colour.shape[0] not in (1, 3):
+        raise ValueError(f"colour must be CHW with 1 or 3 channels, got {tuple(pic.colour.shape)}")
+    if pic.alpha is not None and fmt == "JPEG":
+        raise UserError(f"cannot save {show_path(p)}: JPEG has no alpha channel")
+    if p.exists() and not overwrite:
+        raise UserError(f"{show_path(p)} already exists; pass --overwrite to replace it")
+    planes = pic.colour if pic.alpha is None else torch.cat([pic.colour, pic.alpha])
+    gray = pic.colour.shape[0] == 1
+    if fmt == "PNG" and pic.bits == 16:
+        import png  # pypng
+
+        arr = _levels(planes, 16)
+        h, w, c = arr.shape
+        writer = png.Writer(w, h, greyscale=gray, alpha=pic.alpha is not None, bitdepth=16)
+        _write_atomically(p, lambda f: writer.write(f, arr.reshape(h, w * c)))
+        return p
+    arr = _levels(planes, 8)
+    mode = {(True, False): "L", (True, True): "LA", (False, False): "RGB",
+            (False, True): "RGBA"}[(gray, pic.alpha is not None)]
+    im = Image.fromarray(arr[..., 0] if mode == "L" else arr)  # LA / RGB / RGBA by shape
+    options: dict[str, Any] = {"quality": int(quality)} if fmt in ("JPEG", "WEBP") else {}
+    if fmt == "WEBP" and mode in ("L", "LA"):  # WebP stores colour only
+        im = im.convert("RGBA" if mode == "LA" else "RGB")
+    _write_atomically(p, lambda f: im.save(f, format=fmt, **options))
     return p
 
 

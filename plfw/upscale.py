@@ -1,18 +1,44 @@
-"""``plfw upscale``: super-resolve files in tiles, one failure never stops the others."""
+"""``plfw upscale``: super-resolve files in tiles, one failure never stops the others.
+
+Images keep what their files have (see :func:`plfw.images.load_picture`):
+
+- gray stays gray: the model sees the gray channel three times, the result is their mean;
+- alpha (RGBA, LA, palette transparency) is upscaled on its own, by MATLAB-style bicubic
+  (``alpha="bicubic"``, the default: sharp-edged masks stay clean) or by the model
+  (``alpha="model"``), and written back as RGBA / LA; ``alpha="drop"`` composites on white
+  first (what viewers show) and writes no alpha. JPEG output has no alpha, so it implies drop;
+- 16-bit PNGs come out as 16-bit PNGs, run through the model in fp32 whatever ``precision``
+  says (bf16 keeps 8 bits of mantissa, which would waste the extra depth).
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from plfw.errors import UserError
 from plfw.generators import batch_runner, load_generator
-from plfw.images import IMAGE_SUFFIXES, ImageError, list_images, load_image, save_image
+from plfw.images import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    Picture,
+    list_images,
+    load_picture,
+    save_picture,
+    show_path,
+)
+from plfw.imresize import imresize
 from plfw.runtime import make_runtime
 from plfw.tiling import upscale_tiled
+
+ALPHA_MODES = ("bicubic", "model", "drop")
+OUT_FORMATS = ("png", "webp", "jpg")
 
 
 def _expand(inputs: list[str]) -> list[Path]:
@@ -26,29 +52,57 @@ def _expand(inputs: list[str]) -> list[Path]:
     return files
 
 
+def _on_white(colour: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    return colour * alpha + (1 - alpha)
+
+
 def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile: int = 128,
                   overlap: int = 16, overwrite: bool = False, device: str = "auto",
-                  precision: str = "auto", progress: bool = True) -> list[tuple[Path, str]]:
-    """Upscale each input into ``out``/<stem>_x<scale>.png; return the (file, reason) failures."""
+                  precision: str = "auto", progress: bool = True, alpha: str = "bicubic",
+                  out_format: str = "png", quality: int = 95, suffix: str | None = None,
+                  json_lines: bool = False) -> list[tuple[Path, str]]:
+    """Upscale each input into ``out``/<stem><suffix>.<out_format> (suffix default
+    ``_x<scale>``); return the (file, reason) failures. With ``json_lines`` one JSON record
+    per file goes to stdout (in, out, size, seconds, error) and the summary to stderr."""
+    if alpha not in ALPHA_MODES:
+        raise UserError(f"--alpha must be one of {', '.join(ALPHA_MODES)}, got {alpha!r}")
+    if out_format not in OUT_FORMATS:
+        raise UserError(f"--out-format must be one of {', '.join(OUT_FORMATS)}, "
+                        f"got {out_format!r}")
+    if not 1 <= quality <= 100:
+        raise UserError(f"--quality must be 1..100, got {quality}")
+    if suffix is not None and ("/" in suffix or "\\" in suffix):
+        raise UserError(f"--suffix must not contain a path separator, got {suffix!r}")
     rt = make_runtime(device, precision, "false")
     generator, out_range = load_generator(model)
     generator = generator.to(rt.device)
     scale = int(getattr(generator, "scale", 4))
+    suffix = f"_x{scale}" if suffix is None else suffix
     out = Path(out)
     files = _expand(inputs)
     failures: list[tuple[Path, str]] = []
     pixels, started = 0, time.perf_counter()
     net = batch_runner(generator, out_range, rt)
-
-    for path in files:
-        target = out / f"{path.stem}_x{scale}.png"
+    fp32: list[Any] = []  # the fp32 runner for 16-bit images, made when first needed
+    stdout = sys.stderr if json_lines else sys.stdout
+    outer = tqdm(files, desc="images", unit="file", disable=not progress or len(files) < 2,
+                 file=sys.stderr)
+    for path in outer:
+        target = out / f"{path.stem}{suffix}.{out_format}"
+        began = time.perf_counter()
+        record: dict[str, Any] = {"in": show_path(path), "out": None, "size": None,
+                                  "seconds": None, "error": None}
         try:
             if path.suffix.lower() not in IMAGE_SUFFIXES and path.exists():
                 raise ImageError(f"{path}: not an image file (expected one of "
                                  f"{', '.join(sorted(IMAGE_SUFFIXES))})")
             if target.exists() and not overwrite:
                 raise UserError(f"{target} exists; pass --overwrite to replace it")
-            lr = load_image(path)
+            pic = load_picture(path)
+            if pic.bits == 16 and not fp32:
+                fp32.append(batch_runner(generator, out_range,
+                                         make_runtime(device, "fp32", "false")))
+            run = fp32[0] if pic.bits == 16 else net
             bar = tqdm(desc=path.name, unit="tile", disable=not progress, leave=False,
                        file=sys.stderr)
 
@@ -57,19 +111,42 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
                 bar.n = done
                 bar.refresh()
 
-            sr = upscale_tiled(net, lr, scale, tile=tile, overlap=overlap, progress=tick)
+            def through_model(planes: torch.Tensor, tick: Any = tick, run: Any = run
+                              ) -> torch.Tensor:
+                """C=1 or 3 planes -> upscaled planes, gray as three equal channels."""
+                rgb = planes.expand(3, -1, -1) if planes.shape[0] == 1 else planes
+                sr = upscale_tiled(run, rgb, scale, tile=tile, overlap=overlap, progress=tick)
+                return sr.mean(0, keepdim=True) if planes.shape[0] == 1 else sr
+
+            colour, mask = pic.colour, pic.alpha
+            if mask is not None and (alpha == "drop" or out_format == "jpg"):
+                colour, mask = _on_white(colour, mask), None
+            sr = through_model(colour)
+            if mask is not None:
+                if alpha == "model":
+                    mask = through_model(mask)
+                else:
+                    mask = imresize(mask[None].float(), scale=scale)[0].clamp(0, 1)
             bar.close()
-            out.mkdir(parents=True, exist_ok=True)
-            save_image(sr, target, overwrite=overwrite)
+            save_picture(Picture(sr.float(), mask, pic.bits), target, overwrite=overwrite,
+                         quality=quality)
             pixels += sr.shape[-1] * sr.shape[-2]
-            print(f"{path} -> {target}")
+            record.update(out=show_path(target), size=[int(sr.shape[-1]), int(sr.shape[-2])])
+            if not json_lines:
+                tqdm.write(f"{path} -> {target}", file=stdout)
         except UserError as exc:
             failures.append((path, str(exc)))
-            print(f"plfw: skipped {path}: {exc}", file=sys.stderr)
+            record["error"] = str(exc)
+            if not json_lines:
+                tqdm.write(f"plfw: skipped {path}: {exc}", file=sys.stderr)
+        record["seconds"] = round(time.perf_counter() - began, 3)
+        if json_lines:
+            print(json.dumps(record), flush=True)
+    outer.close()
     seconds = time.perf_counter() - started
     if pixels:
         print(f"{len(files) - len(failures)} image(s), {pixels / 1e6:.2f} output megapixels in "
-              f"{seconds:.1f} s ({pixels / 1e6 / max(seconds, 1e-9):.3f} MP/s)")
+              f"{seconds:.1f} s ({pixels / 1e6 / max(seconds, 1e-9):.3f} MP/s)", file=stdout)
     if failures:
         print(f"plfw: {len(failures)} of {len(files)} input(s) failed", file=sys.stderr)
     return failures
