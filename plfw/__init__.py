@@ -22,7 +22,8 @@ hookimpl = pluggy.HookimplMarker("plfw")
 if TYPE_CHECKING:
     from plfw.features import CAFFE, IMAGENET, SIGNED, UNIT, InputSpec, freeze, is_frozen
     from plfw.images import ImageError, list_images, load_image_uint8, probe_image, show_path
-    from plfw.imresize import bicubic_downscale_uint8, imresize
+    from plfw.imresize import bicubic_downscale_uint8
+    from plfw.imresize import imresize as matlab_imresize
     from plfw.metrics import psnr_y, rgb_to_y, ssim_y
     from plfw.registry import Register, Registry
     from plfw.weights import (
@@ -43,16 +44,21 @@ _LAZY = {
                     "plfw.features"),
     **dict.fromkeys(("resolve_weights", "read_weights", "load_weights", "offline", "Hub",
                      "Packaged", "Source", "Unavailable"), "plfw.weights"),
-    **dict.fromkeys(("imresize", "bicubic_downscale_uint8"), "plfw.imresize"),
+    "bicubic_downscale_uint8": "plfw.imresize",
     **dict.fromkeys(("psnr_y", "ssim_y", "rgb_to_y"), "plfw.metrics"),
     **dict.fromkeys(("ImageError", "list_images", "load_image_uint8", "probe_image",
                      "show_path"), "plfw.images"),
 }
 
 
+#: public names that differ from the internal ones (``plfw.imresize`` is also a module name)
+_RENAMED = {"matlab_imresize": ("plfw.imresize", "imresize")}
+
+
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _LAZY or name in _RENAMED:
+        module, inner = _RENAMED.get(name, (_LAZY.get(name), name))
+        value = getattr(importlib.import_module(module), inner)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'plfw' has no attribute '{name}'")
@@ -95,12 +101,12 @@ __all__ = [
     "build",
     "freeze",
     "hookimpl",
-    "imresize",
     "is_frozen",
     "list_images",
     "list_components",
     "load_image_uint8",
     "load_weights",
+    "matlab_imresize",
     "offline",
     "probe_image",
     "psnr_y",

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import importlib.util
 import json
 import os
@@ -36,8 +35,12 @@ from typing import Any
 import torch
 from torch import nn
 
-import plfw
+from plfw.config import load_config
 from plfw.errors import UserError
+from plfw.plugins import get_plugins
+from plfw.runtime import cpu_has_fast_bf16, make_runtime
+from plfw.sampling import step_loader
+from plfw.step import build_step
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "paper" / "srgan_vgg54.yaml"
@@ -95,32 +98,6 @@ def phase_for(cfg: Any, step: str) -> str:
     raise UserError(f"bench --steps: no phase for '{step}' in the config (phases: "
                     f"{', '.join(cfg.phases)}; mse and srgan pick the first phase without / "
                     f"with a discriminator)")
-
-
-def build_step(cfg: Any, phase: str, rt: Any, batch: int, crop: int) -> tuple[Any, Callable]:
-    """The trainer's own step for ``phase`` and a zero-argument call of it on a fixed batch."""
-    from plfw.step import TrainStep
-    from plfw.trainer import build_phase, with_defaults
-
-    torch.manual_seed(cfg.seed)
-    gen = plfw.build("generator", with_defaults(cfg.generator, "generator", scale=cfg.scale),
-                     "generator")
-    gen.to(rt.device, memory_format=rt.memory_format())
-    out_range = tuple(getattr(gen, "output_range", (0.0, 1.0)))
-    ps = cfg.phases[phase]
-    built = build_phase(phase, ps, gen, rt, out_range, crop)
-    lr = rt.to(torch.rand(batch, 3, crop // cfg.scale, crop // cfg.scale))
-    hr01 = rt.to(torch.rand(batch, 3, crop, crop))
-    lo, hi = out_range
-    with torch.no_grad():
-        for loss in built.losses.values():
-            if hasattr(loss, "calibrate"):
-                loss.calibrate(hr01 * (hi - lo) + lo)
-    ema = None
-    if cfg.train.ema > 0:
-        ema = copy.deepcopy(gen).eval().requires_grad_(False)
-    step = TrainStep(gen, built, rt, cfg.train, out_range, ema)
-    return step, lambda: step(lr, hr01)
 
 
 def load_reference(path: Path) -> ModuleType:
@@ -298,17 +275,12 @@ def phase_split(step: Any, call: Callable[[], Any], device: torch.device) -> dic
 
 def loader_rate(cfg: Any, folder: Path, batch: int, crop: int, workers: int,
                 batches: int = 12) -> dict[str, Any]:
-    """Images/s of the trainer's loader (same sampler, seeding and dataset) on ``folder``."""
-    from plfw.trainer import SeededItems, StepBatches, with_defaults
-
-    spec = with_defaults(cfg.data.train, "dataset", scale=cfg.scale)
+    """Images/s of the trainer's loader (``plfw.sampling.step_loader``) on ``folder``."""
+    registry = get_plugins().registry
+    spec = registry.with_defaults("dataset", cfg.data.train, scale=cfg.scale)
     spec.update(root=str(folder), crop=crop)
-    dataset = plfw.build("dataset", spec, "bench --loader")
-    loader = torch.utils.data.DataLoader(
-        SeededItems(dataset), batch_sampler=StepBatches(len(dataset), batch, cfg.seed, 0),
-        num_workers=workers, persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None)
-    it = iter(loader)
+    dataset = registry.build("dataset", spec, "bench --loader")
+    it = step_loader(dataset, batch, cfg.seed, 0, workers)
     next(it)  # workers start, first batch
     start = time.perf_counter()
     for _ in range(batches):
@@ -335,9 +307,6 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the run
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from plfw.config import load_config
-    from plfw.runtime import cpu_has_fast_bf16, make_runtime
-
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
         raise UserError("bench: --batch and --repeats must be >= 1, --warmup >= 0")
     cfg = load_config(args.config, args.overrides)

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from plfw.errors import UserError
+from plfw.features import is_frozen
 
 FORMAT = "plfw-checkpoint-1"
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
@@ -137,3 +139,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not a plfw training checkpoint")
     return state
+
+
+def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A module's state without its frozen loss networks (rebuilt, so not worth saving)."""
+    prefixes = tuple(f"{n}." for n, m in module.named_modules() if n and is_frozen(m))
+    return {k: v for k, v in module.state_dict().items() if not k.startswith(prefixes)}

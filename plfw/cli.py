@@ -20,7 +20,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from plfw.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    from plfw.trainer import Trainer, summary_table  # imports torch: after the config checks
+    from plfw.evaluate import summary_table  # imports torch: after the config checks
+    from plfw.trainer import Trainer
 
     trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite,
                       progress=not args.quiet)
@@ -47,9 +48,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.model == "bicubic":
         method = bicubic(args.scale)
     else:
-        from plfw.generators import load_generator
+        from plfw.generators import load_generator, runner
         from plfw.runtime import make_runtime
-        from plfw.trainer import runner
 
         rt = make_runtime(args.device, args.precision, "false")
         module, out_range = load_generator(args.model)

@@ -99,3 +99,28 @@ def evaluate(method: Method, pairs: Sequence[Pair], border: int,
             progress(pair.name)
     means = {k: sum(r[k] for r in rows) / len(rows) for k in metrics}
     return {**means, "images": len(rows), "per_image": rows}
+
+
+def dataset_pairs(dataset: Any, limit: int = 0) -> list[Pair]:
+    """The first ``limit`` (all when 0) items of a dataset plugin as named pairs; names come
+    from the dataset's ``names`` when it has them."""
+    count = min(len(dataset), limit) if limit else len(dataset)
+    names = getattr(dataset, "names", None) or [f"image{i:03d}" for i in range(count)]
+    return [Pair(str(names[i]), *dataset[i]) for i in range(count)]
+
+
+#: Column headings of the built-in metrics; any other metric is headed by its name.
+HEADINGS = {"psnr_y": "PSNR-Y [dB]", "ssim_y": "SSIM-Y"}
+
+
+def summary_table(summary: dict[str, Any], images: int) -> str:
+    """Markdown table of the mean of every metric in ``summary`` ({method: {metric: mean,
+    per_image: ...}}) per method."""
+    keys = [k for k in next(iter(summary.values())) if k != "per_image"]
+    lines = [f"Mean over {images} validation images (Y channel, border = scale).", "",
+             "| method | " + " | ".join(HEADINGS.get(k, k) for k in keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]
+    for name, r in summary.items():
+        cells = [f"{r[k]:.2f}" if k.startswith("psnr") else f"{r[k]:.4f}" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

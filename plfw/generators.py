@@ -57,6 +57,13 @@ def batch_runner(module: nn.Module, out_range: tuple[float, float],
     return run
 
 
+def runner(module: nn.Module, out_range: tuple[float, float],
+           rt: Runtime) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A generator as an evaluation method on single images (CHW in [0, 1] -> SR in [0, 1])."""
+    batch = batch_runner(module, out_range, rt)
+    return lambda lr: batch(lr.unsqueeze(0))[0]
+
+
 def bundled_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.pt"))} if BUNDLED_DIR.is_dir() else {}
 

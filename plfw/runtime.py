@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
+from torch import nn
 
 from plfw.errors import UserError
 
@@ -55,6 +56,24 @@ class Runtime:
     def to(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=self.memory_format()) if x.dim() == 4 else x
+
+    def rank0_decides(self, mine: bool) -> bool:
+        """Rank 0's answer on every rank (one broadcast), so all ranks stop together."""
+        if not self.distributed:
+            return mine
+        flag = torch.tensor([float(mine)], device=self.device)
+        torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    def wrap(self, module: nn.Module, sync_batchnorm: bool = False) -> nn.Module:
+        """``module`` in DistributedDataParallel (once) in a distributed run; else as it is.
+        Only trained networks go here: a frozen loss network has nothing to reduce."""
+        ddp = nn.parallel.DistributedDataParallel
+        if not self.distributed or isinstance(module, ddp):
+            return module
+        if sync_batchnorm:
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return ddp(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
 
 def _flag(value: str | bool, default: bool, what: str) -> bool:
@@ -112,3 +131,8 @@ def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
     finally:
         for m, was in zip(modules, previous, strict=True):
             m.train(was)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or the module itself)."""
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module

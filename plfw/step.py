@@ -20,21 +20,16 @@ Speed without changing that maths:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from plfw.runtime import Runtime
-
-if TYPE_CHECKING:
-    from plfw.config import TrainSettings
-    from plfw.trainer import Phase
-
-
-def make_adam(params: Any, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
-    """Adam as the step expects it: fused, so skipping a bad update needs no host sync."""
-    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+from plfw.config import Config, TrainSettings
+from plfw.phase import Phase, build_generator, build_phase, calibrate_losses, make_ema
+from plfw.registry import Registry
+from plfw.runtime import Runtime, unwrap
 
 
 def compile_once(module: nn.Module) -> None:
@@ -134,17 +129,39 @@ class TrainStep:
         """EMA of the weights; batch-norm buffers are copied (they are not averaged) so the
         EMA model's normalisation matches. A skipped update leaves the EMA as it was."""
         assert self.ema is not None
-        src = self.generator
-        if isinstance(src, nn.parallel.DistributedDataParallel):
-            src = src.module
+        src = unwrap(self.generator)
         weight = healthy.float() * (1.0 - self.ema_decay)
         for e, q in zip(self.ema.parameters(), src.parameters(), strict=True):
             e.lerp_(q.detach(), weight)
         for e, b in zip(self.ema.buffers(), src.buffers(), strict=True):
             e.copy_(torch.where(healthy, b, e))
 
+    @property
+    def bad_steps(self) -> int:
+        """The current run of bad updates (one host sync): what a checkpoint stores."""
+        return int(self.bad_run)
+
     def check(self) -> tuple[int, int]:
         """(current run of bad updates, longest run since the last check): one host sync."""
         current, worst = (int(v) for v in torch.stack([self.bad_run, self.worst_run]).tolist())
         self.worst_run = self.bad_run.clone()
         return current, worst
+
+
+def build_step(cfg: Config, phase: str, rt: Runtime, batch: int, crop: int,
+               registry: Registry | None = None) -> tuple[TrainStep, Callable[[], Any]]:
+    """The trainer's own step for ``phase`` (same generator, phase, calibration and EMA
+    builders) and a zero-argument call of it on one fixed synthetic batch: what bench times."""
+    if registry is None:
+        from plfw.plugins import get_plugins
+
+        registry = get_plugins().registry
+    torch.manual_seed(cfg.seed)
+    gen, out_range = build_generator(registry, cfg, rt)
+    built = build_phase(phase, cfg.phases[phase], gen, rt, out_range, crop, cfg.scale, registry)
+    lr = rt.to(torch.rand(batch, 3, crop // cfg.scale, crop // cfg.scale))
+    hr01 = rt.to(torch.rand(batch, 3, crop, crop))
+    lo, hi = out_range
+    calibrate_losses(built, hr01 * (hi - lo) + lo)
+    step = TrainStep(gen, built, rt, cfg.train, out_range, make_ema(gen, cfg.train.ema))
+    return step, lambda: step(lr, hr01)

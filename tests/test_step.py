@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from helpers import tiny_config
 
-from plfw.bench import build_step
 from plfw.config import load_config
 from plfw.runtime import make_runtime
+from plfw.step import build_step
 
 
 def test_non_finite_update_is_skipped_without_touching_weights_or_adam(tmp_path: Path) -> None:

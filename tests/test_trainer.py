@@ -18,7 +18,8 @@ from helpers import tiny_config
 from plfw.checkpoint import CheckpointDir, load_checkpoint
 from plfw.config import load_config
 from plfw.errors import UserError
-from plfw.trainer import StepBatches, Trainer, TrainingDiverged
+from plfw.sampling import StepBatches
+from plfw.trainer import Trainer, TrainingDiverged
 
 
 def _weights(run: Path, phase: str) -> dict[str, torch.Tensor]:

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 import plfw
-from plfw import Register, UserError, imresize
+from plfw import Register, UserError
+from plfw import matlab_imresize as imresize
 
 SCALES = (2, 4, 8)
 RESIDUALS = ("none", "bicubic")

@@ -1,0 +1,120 @@
+"""Building what one training phase needs, from the config: the generator and its EMA, then per
+phase the losses, the discriminator, optimizers and schedulers. ``Trainer`` and ``plfw bench``
+build through these functions, so the benchmark times the very step that training runs."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from plfw.calibration import GradientMatched, reference_spec
+from plfw.config import Config, PhaseSettings
+from plfw.errors import UserError
+from plfw.registry import Registry
+from plfw.runtime import Runtime
+
+
+@dataclass
+class Phase:
+    """Everything one phase builds: losses, optimizers, schedulers, maybe a discriminator."""
+
+    name: str
+    settings: PhaseSettings
+    losses: dict[str, nn.Module]
+    weights: dict[str, float]
+    adversarial: str | None
+    discriminator: nn.Module | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    sched_g: torch.optim.lr_scheduler.LRScheduler
+    sched_d: torch.optim.lr_scheduler.LRScheduler | None
+
+
+def make_adam(params: Any, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    """Adam as the step expects it: fused, so skipping a bad update needs no host sync."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+
+
+def generator_spec(registry: Registry, cfg: Config) -> dict[str, Any]:
+    """The generator's spec with the config's scale filled in: what exports store."""
+    return registry.with_defaults("generator", cfg.generator, scale=cfg.scale)
+
+
+def build_generator(registry: Registry, cfg: Config,
+                    rt: Runtime) -> tuple[nn.Module, tuple[float, float]]:
+    """The config's generator on the runtime's device, and its output range."""
+    generator = registry.build("generator", generator_spec(registry, cfg), "generator")
+    if getattr(generator, "scale", cfg.scale) != cfg.scale:
+        raise UserError(f"generator scale {generator.scale} differs from scale "
+                        f"{cfg.scale}: set one of them")
+    output_range = tuple(getattr(generator, "output_range", (0.0, 1.0)))
+    generator.to(rt.device, memory_format=rt.memory_format())
+    return generator, output_range  # type: ignore[return-value]
+
+
+def make_ema(generator: nn.Module, decay: float) -> nn.Module | None:
+    """A frozen copy of the generator that the step averages into (None when decay is 0)."""
+    return copy.deepcopy(generator).eval().requires_grad_(False) if decay > 0 else None
+
+
+def build_phase(name: str, ps: PhaseSettings, generator: nn.Module, rt: Runtime,
+                output_range: tuple[float, float], crop: int | None, scale: int = 4,
+                registry: Registry | None = None) -> Phase:
+    """Build one phase's losses, discriminator, optimizers and schedulers for ``generator``.
+    A loss with ``match_gradient`` is wrapped in :class:`plfw.calibration.GradientMatched`."""
+    if registry is None:
+        from plfw.plugins import get_plugins
+
+        registry = get_plugins().registry
+    losses: dict[str, nn.Module] = {}
+    weights: dict[str, float] = {}
+    adversarial = None
+    specs = ps.losses if ps.losses is not None else {"pixel": {"name": "mse"}}
+    if not isinstance(specs, dict) or not specs:
+        raise UserError(f"phases.{name}.losses: give at least one loss, e.g. "
+                        "{pixel: {name: mse, weight: 1.0}}")
+    for label, spec in specs.items():
+        if spec is None:
+            continue
+        spec = dict(spec) if isinstance(spec, dict) else {"name": spec}
+        weight = float(spec.pop("weight", 1.0))
+        match = spec.pop("match_gradient", None)
+        where = f"phases.{name}.losses.{label}"
+        loss = registry.build("loss", spec, where).to(rt.device)
+        if match is not None and match is not False:
+            loss = GradientMatched(loss, reference_spec(match, where), scale, where)
+        if hasattr(loss, "set_image_range"):
+            loss.set_image_range(*output_range)
+        if getattr(loss, "adversarial", False):
+            if adversarial is not None:
+                raise UserError(f"phases.{name}.losses: more than one adversarial loss")
+            adversarial = label
+        losses[label], weights[label] = loss, weight
+    disc = None
+    if ps.discriminator is not None:
+        spec = registry.with_defaults("discriminator", ps.discriminator, input_size=crop or None)
+        disc = registry.build("discriminator", spec, f"phases.{name}.discriminator")
+        disc.to(rt.device, memory_format=rt.memory_format())
+    if (disc is None) != (adversarial is None):
+        fix = "add a discriminator" if disc is None else "add an adversarial loss"
+        raise UserError(f"phases.{name}: an adversarial loss and a discriminator go "
+                        f"together; {fix}")
+    opt_g = make_adam(generator.parameters(), ps.lr, tuple(ps.betas))
+    sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, ps.milestones, ps.gamma)
+    opt_d = sched_d = None
+    if disc is not None:
+        opt_d = make_adam(disc.parameters(), ps.d_lr or ps.lr, tuple(ps.betas))
+        sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, ps.milestones, ps.gamma)
+    return Phase(name, ps, losses, weights, adversarial, disc, opt_g, opt_d, sched_g, sched_d)
+
+
+@torch.no_grad()
+def calibrate_losses(phase: Phase, hr: torch.Tensor) -> dict[str, Any]:
+    """Let losses that ask for it (``feature_scale: auto``, ``match_gradient``) see one HR
+    batch in the generator's output range; returns what each calibrated, by label."""
+    return {label: m.calibrate(hr) for label, m in phase.losses.items()
+            if hasattr(m, "calibrate")}
