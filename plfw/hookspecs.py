@@ -3,25 +3,30 @@
 A plugin is a module (or object) with functions decorated by ``plfw.hookimpl`` whose names match
 the specs below. It is found through the ``plfw`` entry-point group, exactly as the built-ins are.
 
-Registration hooks receive a :class:`plfw.registry.Register` bound to one component kind and call
+Registration hooks receive a :class:`plfw.Register` bound to one component kind and call
 it once per component: ``register(name, factory, params)``. ``params`` is a dataclass; the config's
 keys for that component are validated against it and the factory is called with one instance of
-it holding plain Python values. Registration hooks return nothing, so registry contents never
-depend on the order pluggy calls them in.
+it holding plain Python values; a factory that also declares a ``registry`` parameter gets the
+:class:`plfw.Registry` building it (to build nested components and resolve weights with it).
+Registration hooks return nothing, so registry contents never depend on the order pluggy calls
+them in. Everything a plugin needs is in ``plfw.__all__``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pluggy
+
+if TYPE_CHECKING:  # the names plugins see; imported for type checkers only
+    from plfw import Register, Trainer
 
 hookspec = pluggy.HookspecMarker("plfw")
 
 
 @hookspec
-def plfw_register_generators(register: Any) -> None:
+def plfw_register_generators(register: Register) -> None:
     """Register generators: factory(params) -> nn.Module mapping LR [0, 1] to SR.
 
     The module has ``scale: int`` and ``output_range: tuple[float, float]`` (the range its output
@@ -29,13 +34,13 @@ def plfw_register_generators(register: Any) -> None:
 
 
 @hookspec
-def plfw_register_discriminators(register: Any) -> None:
+def plfw_register_discriminators(register: Register) -> None:
     """Register discriminators: factory(params) -> nn.Module mapping an image batch in the
     generator's output range to one logit per image, shape (N,) or (N, 1)."""
 
 
 @hookspec
-def plfw_register_feature_extractors(register: Any) -> None:
+def plfw_register_feature_extractors(register: Register) -> None:
     """Register loss networks: factory(params) -> nn.Module with ``taps: tuple[str, ...]`` and
     ``input_spec: plfw.features.InputSpec``. Its forward takes images already converted to
     ``input_spec`` and returns ``dict[tap, Tensor]``. It must be frozen with
@@ -43,7 +48,7 @@ def plfw_register_feature_extractors(register: Any) -> None:
 
 
 @hookspec
-def plfw_register_losses(register: Any) -> None:
+def plfw_register_losses(register: Register) -> None:
     """Register losses: factory(params) -> nn.Module. Pixel and feature losses are called as
     ``loss(sr, hr)`` on images in the generator's output range and return a scalar; before
     training the trainer calls ``loss.set_image_range(lo, hi)`` when the loss defines it (a loss
@@ -54,19 +59,20 @@ def plfw_register_losses(register: Any) -> None:
 
 
 @hookspec
-def plfw_register_datasets(register: Any) -> None:
+def plfw_register_datasets(register: Register) -> None:
     """Register datasets: factory(params) -> torch Dataset of ``(lr, hr)`` float tensors in [0, 1],
     CHW, RGB, with ``hr`` exactly ``scale`` times ``lr`` in both sides."""
 
 
 @hookspec
-def plfw_register_metrics(register: Any) -> None:
+def plfw_register_metrics(register: Register) -> None:
     """Register metrics: factory(params) -> callable(sr, hr) -> float on single images in [0, 1]
-    (CHW); ``higher_is_better: bool`` attribute."""
+    (CHW); attributes ``higher_is_better: bool`` and ``networks: tuple[str, ...]`` (the feature
+    extractors whose weights it uses, so a run is never scored by a network it trained with)."""
 
 
 @hookspec
-def plfw_register_callbacks(register: Any) -> None:
+def plfw_register_callbacks(register: Register) -> None:
     """Register callbacks: factory(params) -> object with any of ``on_train_start(trainer)``,
     ``on_step_end(trainer, step, logs)``, ``on_validation_end(trainer, step, metrics)``,
     ``on_train_end(trainer)``. Selected by name in the config's ``callbacks`` list."""
@@ -80,20 +86,20 @@ def plfw_resolve_weights(kind: str, name: str, weights: str) -> Path | None:
 
 
 @hookspec
-def plfw_on_train_start(trainer: Any) -> None:
+def plfw_on_train_start(trainer: Trainer) -> None:
     """Called once before the first step of each phase, for every installed plugin."""
 
 
 @hookspec
-def plfw_on_step_end(trainer: Any, step: int, logs: dict[str, float]) -> None:
+def plfw_on_step_end(trainer: Trainer, step: int, logs: dict[str, float]) -> None:
     """Called at each logging interval with the step number and the averaged losses."""
 
 
 @hookspec
-def plfw_on_validation_end(trainer: Any, step: int, metrics: dict[str, float]) -> None:
+def plfw_on_validation_end(trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
     """Called after each validation with the mean metric values."""
 
 
 @hookspec
-def plfw_on_train_end(trainer: Any) -> None:
+def plfw_on_train_end(trainer: Trainer) -> None:
     """Called once after the last step of each phase (also when the run stops early)."""

@@ -24,6 +24,7 @@ class YMetric:
     """A named (sr, hr) -> float score on single CHW images in [0, 1]; higher is better."""
 
     higher_is_better = True
+    networks: tuple[str, ...] = ()  # feature extractors whose weights it uses: none
 
     def __init__(self, name: str, fn: Callable[[torch.Tensor, torch.Tensor, int], float],
                  border: int) -> None:
