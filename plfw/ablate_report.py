@@ -1,62 +1,78 @@
-"""The ablation report: every run scored on the same images, as a table, crops and curves.
+"""The ablation report: every finished job scored alike, compared with intervals, and shown.
 
-The perceptual distance (``d``) is LPIPS-shaped but has no learned weights: for each tap t of a
-frozen network phi, the feature vector at every position is divided by its L2 norm over
-channels, and d_t is the mean over positions of the squared L2 distance between the normalised
-vectors of SR and HR (so 0 <= d_t <= 4); d is the mean of d_t over the taps and then over the
-images. Images are compared whole, minus a border of ``scale`` pixels as for PSNR. A run is
-only measured with networks its own losses did not use: a loss network is the easiest judge to
-please.
+For each evaluation set and metric plugin, every finished job (run x seed) is scored per image;
+scores are cached in the job's ``scores.json`` (keyed by model file, images and metric), so a
+report over a growing study only scores what is new. A job is never scored with a metric whose
+networks its own losses trained with. The statistics (:mod:`plfw.bootstrap`) pool the images of
+all sets; per-set means are shown too. The "answer" paragraph is generated from the intervals
+alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from plfw.ablate import Ablation, _read_state, final_model, training_networks
+import plfw
+from plfw import bootstrap
+from plfw.ablate import finished_model, read_state
+from plfw.ablation import Ablation, EvalSet, Job, training_networks
 from plfw.checkpoint import atomic_write_bytes
 from plfw.errors import UserError
+from plfw.evaluate import Pair, bicubic, load_pairs
+from plfw.registry import split_spec
 
-EPS = 1e-10
-
-
-def _rgb(x: torch.Tensor) -> torch.Tensor:
-    return x.expand(3, -1, -1) if x.shape[0] == 1 else x
-
-
-def perceptual_distance(net: torch.nn.Module, sr: torch.Tensor, hr: torch.Tensor,
-                        border: int) -> float:
-    """The report's distance between two CHW images in [0, 1] (see the module docstring)."""
-    if border:
-        sr, hr = sr[..., border:-border, border:-border], hr[..., border:-border, border:-border]
-    device = next(iter(net.parameters()), torch.zeros(())).device
-    batch = torch.stack([_rgb(sr), _rgb(hr)]).float().clamp(0, 1).to(device)
-    with torch.inference_mode():
-        feats = net(net.input_spec.convert(batch))
-    per_tap = []
-    for f in feats.values():
-        f = f.float()
-        f = f / (f.square().sum(1, keepdim=True).sqrt() + EPS)
-        per_tap.append((f[0] - f[1]).square().sum(0).mean().item())
-    return sum(per_tap) / len(per_tap)
+BICUBIC = "bicubic"
+SCORES_FILE = "scores.json"
 
 
-def _spec_label(spec: dict[str, Any]) -> str:
-    weights = spec.get("weights")
-    taps = spec.get("taps")
-    parts = [str(spec["name"])]
-    if weights:
-        parts.append(str(weights))
-    if taps:
-        parts.append("[" + ",".join(str(t) for t in taps) + "]")
-    return " ".join(parts)
+@dataclass
+class MetricInfo:
+    label: str
+    spec: Any
+    higher_is_better: bool
+    networks: tuple[str, ...]
+    fn: Callable[[torch.Tensor, torch.Tensor], float]
+
+    @property
+    def key(self) -> str:
+        return json.dumps(self.spec, sort_keys=True)
+
+
+@dataclass
+class Scores:
+    """Per job label: set -> metric -> per-image values (image order of the set's pairs)."""
+
+    values: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
+    crops: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # per run, seed 1st
+
+
+def _metrics(ab: Ablation) -> list[MetricInfo]:
+    from plfw.plugins import get_plugins
+
+    infos, seen = [], set()
+    for spec in ab.spec.metrics:
+        name, params = split_spec(spec, f"{ab.path}: metrics")
+        fields = getattr(get_plugins().registry.get("metric", name).params,
+                         "__dataclass_fields__", {})
+        if "border" in fields:  # the benchmark protocol: border = scale, like PSNR
+            params.setdefault("border", ab.scale)
+        full = {"name": name, **params}
+        fn = plfw.build("metric", full, f"{ab.path}: metrics")
+        label = name if name not in seen else f"{name}#{len(seen)}"
+        seen.add(name)
+        infos.append(MetricInfo(label, full, bool(getattr(fn, "higher_is_better", True)),
+                                tuple(getattr(fn, "networks", ())), fn))
+    return infos
 
 
 def _detail_crop(hr: torch.Tensor, size: int) -> tuple[int, int]:
@@ -65,7 +81,8 @@ def _detail_crop(hr: torch.Tensor, size: int) -> tuple[int, int]:
     h, w = hr.shape[-2:]
     if h <= size or w <= size:
         return 0, 0
-    y = _rgb(hr).mul(torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0)[None, None]
+    rgb = hr.expand(3, -1, -1) if hr.shape[0] == 1 else hr
+    y = rgb.mul(torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0)[None, None]
     lap = F.conv2d(y, torch.tensor([[[[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]]]), padding=1).abs()
     stride = max(1, size // 4)
     energy = F.avg_pool2d(lap, size, stride)[0, 0]
@@ -73,98 +90,287 @@ def _detail_crop(hr: torch.Tensor, size: int) -> tuple[int, int]:
     return (index // energy.shape[1]) * stride, (index % energy.shape[1]) * stride
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+def _crop_choice(pairs: dict[str, list[Pair]], count: int) -> list[tuple[str, int]]:
+    """``count`` (set, index) picks, round-robin over the sets."""
+    picks: list[tuple[str, int]] = []
+    depth = 0
+    while len(picks) < count and any(depth < len(p) for p in pairs.values()):
+        for name, ps in pairs.items():
+            if depth < len(ps) and len(picks) < count:
+                picks.append((name, depth))
+        depth += 1
+    return picks
 
 
-def _starts_from(ab: Ablation, name: str, out_dir: Path) -> list[str]:
-    """Other runs of this ablation whose exported model one of ``name``'s phases starts from."""
-    found = []
-    for phase in ab.configs[name].phases.values():
-        if phase.init and phase.steps > 0:
-            init = Path(phase.init).resolve()
-            for other in ab.runs:
-                if other != name and (out_dir / other).resolve() in init.parents:
-                    found.append(other)
-    return found
+def _set_key(ev: EvalSet, scale: int) -> str:
+    return json.dumps([str(Path(ev.hr).resolve()), str(Path(ev.lr).resolve()) if ev.lr else None,
+                       ev.limit, scale])
 
 
-def _evaluate(ab: Ablation, out_dir: Path, device: str, log: Any) -> dict[str, Any]:
-    import plfw
-    from plfw.evaluate import bicubic, evaluate, load_pairs
-    from plfw.generators import load_generator
-    from plfw.plugins import get_plugins
+def _model_key(path: Path) -> str:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return f"{path.name}:{digest}"
+
+
+def _read_cache(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / SCORES_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _score_method(method: Callable[[torch.Tensor], torch.Tensor], pairs: list[Pair],
+                  metrics: list[MetricInfo], cached: dict[str, list[float]],
+                  crops: dict[int, tuple[int, int]], size: int
+                  ) -> tuple[dict[str, list[float]], list[torch.Tensor]]:
+    """Per-image values of every metric not in ``cached``, and the crops at ``crops``."""
+    todo = [m for m in metrics if m.key not in cached]
+    if not todo and not crops:
+        return cached, []
+    values: dict[str, list[float]] = {m.key: [] for m in todo}
+    shown: list[torch.Tensor] = []
+    for i, pair in enumerate(pairs):
+        if not todo and i not in crops:  # scores cached: run the model for the crops only
+            continue
+        lr = pair.lr if pair.lr.shape[0] == 3 else pair.lr.expand(3, -1, -1)
+        with torch.inference_mode():
+            sr = method(lr).float().cpu()
+        if pair.hr.shape[0] == 1 and sr.shape[0] == 3:
+            sr = sr.mean(0, keepdim=True)
+        for m in todo:
+            values[m.key].append(float(m.fn(sr, pair.hr)))
+        if i in crops:
+            top, left = crops[i]
+            shown.append(sr[..., top: top + size, left: left + size])
+    return {**cached, **values}, shown
+
+
+def _generator_method(model: Path, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    from plfw.generators import batch_runner, load_generator
     from plfw.runtime import make_runtime
-    from plfw.trainer import runner
 
-    pairs = load_pairs(ab.eval_hr, ab.eval_lr, ab.scale, ab.limit)
-    if not pairs:
-        raise UserError(f"{ab.path}: no validation images in {ab.eval_hr}")
     rt = make_runtime(device, "fp32", "false")
-    methods: dict[str, Any] = {"bicubic": bicubic(ab.scale)}
-    status: dict[str, str] = {}
-    for name, cfg in ab.configs.items():
-        model = final_model(cfg)
-        if not _read_state(Path(cfg.run_dir)).get("finished") or model is None:
-            status[name] = "not finished"
+    module, out_range = load_generator(model)
+    run = batch_runner(module.to(rt.device), out_range, rt)
+    return lambda lr: run(lr.unsqueeze(0))[0]
+
+
+def score(ab: Ablation, device: str = "auto", log: Any = print
+          ) -> tuple[dict[str, list[Pair]], list[MetricInfo], Scores, dict[str, str]]:
+    """Score bicubic and every finished job on every set (cached per job)."""
+    pairs = {}
+    for name, ev in ab.sets.items():
+        pairs[name] = load_pairs(ev.hr, ev.lr, ab.scale, ev.limit)
+        if not pairs[name]:
+            raise UserError(f"{ab.path}: eval set '{name}': no images in {ev.hr}")
+    metrics = _metrics(ab)
+    picks = _crop_choice(pairs, ab.spec.report.crop_images)
+    size = ab.spec.report.crop
+    windows = {(s, i): _detail_crop(pairs[s][i].hr, size) for s, i in picks}
+    scores, status = Scores(), {}
+    methods: list[tuple[str, str | None, Job | None, Path | None]] = [(BICUBIC, None, None, None)]
+    for job in ab.jobs:
+        model = finished_model(job)
+        status[job.label] = "finished" if model is not None else (
+            "in progress" if (job.run_dir / "checkpoints").is_dir() else "not started")
+        if model is not None:
+            methods.append((job.label, job.run, job, model))
+    cropped_runs: set[str] = set()
+    for index, (label, run, job, model) in enumerate(methods, 1):
+        trained = training_networks(job.config) if job is not None else set()
+        allowed = [m for m in metrics if not set(m.networks) & trained]
+        cache = _read_cache(job.run_dir) if job is not None else {}
+        mkey = _model_key(model) if model is not None else BICUBIC
+        want_crops = (run or BICUBIC) not in cropped_runs
+        method = None
+        per_set: dict[str, dict[str, list[float]]] = {}
+        for set_name, ps in pairs.items():
+            skey = f"{mkey} {_set_key(ab.sets[set_name], ab.scale)}"
+            cached = dict(cache.get(skey, {}))
+            spots = ({i: windows[(s, i)] for s, i in picks if s == set_name}
+                     if want_crops else {})
+            if any(m.key not in cached for m in allowed) or spots:
+                if method is None:
+                    fresh = any(m.key not in cached for m in allowed)
+                    log(f"plfw ablate: {'scoring' if fresh else 'crops of'} {label} "
+                        f"({index}/{len(methods)})")
+                    method = (bicubic(ab.scale) if model is None
+                              else _generator_method(model, device))
+                cached, shown = _score_method(method, ps, allowed, cached, spots, size)
+                scores.crops.setdefault(run or BICUBIC, []).extend(shown)
+                cache[skey] = cached
+            per_set[set_name] = {m.label: cached[m.key] for m in allowed}
+        if want_crops:
+            cropped_runs.add(run or BICUBIC)
+        if job is not None:
+            atomic_write_bytes(job.run_dir / SCORES_FILE, json.dumps(cache).encode())
+        scores.values[label] = per_set
+    hr_crops = [pairs[s][i].hr[..., t: t + size, lf: lf + size]
+                for (s, i), (t, lf) in windows.items()]
+    scores.crops["HR"] = hr_crops
+    return pairs, metrics, scores, status
+
+
+# ------------------------------------------------------------------------- statistics
+def _matrix(ab: Ablation, scores: Scores, run: str, metric: str,
+            sets: list[str]) -> list[list[float]] | None:
+    """(seeds, images) scores of ``run`` for ``metric``, images of ``sets`` in order."""
+    labels = [BICUBIC] if run == BICUBIC else [j.label for j in ab.jobs_of(run)]
+    rows = []
+    for label in labels:
+        per_set = scores.values.get(label)
+        if per_set is None or any(metric not in per_set[s] for s in sets):
             continue
-        module, out_range = load_generator(model)
-        methods[name] = runner(module.to(rt.device), out_range, rt)
-        status[name] = f"finished ({model.stem})"
-    outputs: dict[str, list[torch.Tensor]] = {}
-    results: dict[str, dict[str, Any]] = {}
-    for name, method in methods.items():
-        log(f"plfw ablate: scoring {name}")
-        images: list[torch.Tensor] = []
+        rows.append([v for s in sets for v in per_set[s][metric]])
+    return rows or None
 
-        def keep(x: torch.Tensor, m: Any = method, store: list = images) -> torch.Tensor:
-            sr = m(x)
-            store.append(sr.float().cpu())
-            return sr
 
-        scores = evaluate(keep, pairs, ab.scale)
-        outputs[name] = images
-        results[name] = {"psnr_y": scores["psnr_y"], "ssim_y": scores["ssim_y"],
-                         "per_image": scores["per_image"], "distance": {}}
-    networks = [_spec_label(s) for s in ab.distance]
-    trained_with = {name: training_networks(ab.configs[name]) for name in methods
-                    if name in ab.configs}
-    known = set(get_plugins().registry.components["feature_extractor"])
-    for spec, label in zip(ab.distance, networks, strict=True):
-        if spec["name"] not in known:
-            raise UserError(f"{ab.path}: distance network '{spec['name']}' is not a registered "
-                            "feature extractor (see plfw plugins)")
-        eligible = [n for n in methods if spec["name"] not in trained_with.get(n, set())]
-        if not eligible:
+def statistics(ab: Ablation, metrics: list[MetricInfo], scores: Scores,
+               sets: list[str]) -> dict[str, Any]:
+    """Means, intervals, baseline differences and seed spreads per metric over ``sets``."""
+    rep = ab.spec.report
+    out: dict[str, Any] = {}
+    for m in metrics:
+        mats = {}
+        for run in [BICUBIC, *ab.runs]:
+            mat = _matrix(ab, scores, run, m.label, sets)
+            if mat is not None:
+                mats[run] = mat
+        baseline = ab.spec.baseline if ab.spec.baseline in mats else None
+        means, diffs = bootstrap.compare(mats, baseline, rep.bootstrap, rep.confidence)
+        out[m.label] = {
+            "higher_is_better": m.higher_is_better,
+            "seeds": {r: len(v) for r, v in mats.items()},
+            "mean": {r: vars(i) for r, i in means.items()},
+            "difference": {r: vars(i) for r, i in diffs.items() if r != BICUBIC},
+            "seed_means": {r: list(bootstrap.seed_spread(v).means) for r, v in mats.items()},
+        }
+    return out
+
+
+def _verdict(diff: dict[str, float], higher_is_better: bool) -> str:
+    if not (diff["low"] > 0 or diff["high"] < 0):
+        return "same"
+    return "better" if (diff["value"] > 0) == higher_is_better else "worse"
+
+
+def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
+    """The generated 'answer' paragraph(s): what the intervals show, and nothing else."""
+    base = ab.spec.baseline
+    if base is None:
+        return ["No `baseline:` is set in the ablation file, so no run is compared with another."]
+    level = f"{ab.spec.report.confidence:.0%}"
+    lines: list[str] = []
+    better: dict[str, list[str]] = {}
+    worse: dict[str, list[str]] = {}
+    same: dict[str, list[str]] = {}
+    spread_notes: list[str] = []
+    single_seed: set[str] = set()
+    compared: set[str] = set()
+    for metric, s in stats.items():
+        if base not in s["mean"]:
             continue
-        log(f"plfw ablate: perceptual distance with {label}")
-        net = plfw.build("feature_extractor", spec, "ablation distance").to(rt.device)
-        for name in eligible:
-            values = [perceptual_distance(net, sr, p.hr, ab.scale)
-                      for sr, p in zip(outputs[name], pairs, strict=True)]
-            results[name]["distance"][label] = sum(values) / len(values)
-    return {"pairs": pairs, "outputs": outputs, "results": results, "status": status,
-            "networks": networks, "trained_with": trained_with}
+        for run, diff in s["difference"].items():
+            compared.add(run)
+            if min(s["seeds"].get(run, 0), s["seeds"][base]) < 2:
+                single_seed.add(run)
+            kind = _verdict(diff, s["higher_is_better"])
+            {"better": better, "worse": worse, "same": same}[kind].setdefault(
+                run, []).append(metric)
+            if kind != "same":
+                ranges = [max(v) - min(v) for v in (s["seed_means"][run], s["seed_means"][base])
+                          if len(v) > 1]
+                if ranges and abs(diff["value"]) <= max(ranges):
+                    spread_notes.append(f"{run} on {metric} (difference {diff['value']:+.4g}, "
+                                        f"seed range up to {max(ranges):.4g})")
+    if not compared:
+        return [f"The baseline `{base}` has no finished job yet, so nothing is compared."]
+    seeds = stats[next(iter(stats))]["seeds"].get(base, 0)
+    lines.append(f"Compared with the baseline `{base}` ({seeds} seed(s)) on {images} images, "
+                 f"at {level} (two-level bootstrap over images and seeds):")
+    lines.append("")
+    for title, group in (("Better than the baseline", better), ("Worse than the baseline", worse),
+                         ("Not distinguishable from the baseline", same)):
+        if group:
+            items = "; ".join(f"`{r}` ({', '.join(ms)})" for r, ms in group.items())
+            lines.append(f"- {title}: {items}.")
+    if not better:
+        lines.append(f"- No run is better than `{base}` on any metric at {level}.")
+    lines.append("")
+    if spread_notes:
+        lines.append("For these differences the interval excludes zero, but the difference is "
+                     "not larger than the spread between one run's seeds, so more seeds or "
+                     "longer runs could change them: " + "; ".join(spread_notes) + ".")
+    else:
+        lines.append("Every difference that the intervals mark is larger than the spread between "
+                     "the per-seed means of either run.")
+    if single_seed:
+        lines.append("")
+        lines.append("Runs with fewer than two finished seeds (their intervals cover the image "
+                     "sample only, not training noise): " + ", ".join(sorted(single_seed)) + ".")
+    return lines
 
 
-def _crop_grids(ab: Ablation, out_dir: Path, ev: dict[str, Any]) -> list[Path]:
+# ------------------------------------------------------------------------- pictures
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("the ablation report draws its plots with matplotlib: "
+                        "pip install 'plfw[report]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def forest_plot(ab: Ablation, stats: dict[str, Any], path: Path) -> Path | None:
+    """One panel per metric: each run's difference to the baseline with its interval."""
+    panels = [(m, s) for m, s in stats.items() if s["difference"]]
+    if not panels:
+        return None
+    plt = _pyplot()
+    runs = [r for r in ab.runs if r != ab.spec.baseline]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 0.42 * len(runs) + 1.6),
+                             squeeze=False)
+    colours = {"better": "#1a7f37", "worse": "#cf222e", "same": "#6e7781"}
+    for ax, (metric, s) in zip(axes[0], panels, strict=True):
+        for y, run in enumerate(runs):
+            d = s["difference"].get(run)
+            if d is None:
+                continue
+            c = colours[_verdict(d, s["higher_is_better"])]
+            ax.plot([d["low"], d["high"]], [y, y], color=c, linewidth=2)
+            ax.plot([d["value"]], [y], "o", color=c, markersize=5)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(runs)))
+        ax.set_yticklabels(runs if ax is axes[0][0] else [""] * len(runs), fontsize=8)
+        ax.invert_yaxis()
+        arrow = "higher is better" if s["higher_is_better"] else "lower is better"
+        ax.set_title(f"{metric}\n({arrow})", fontsize=9)
+        ax.set_xlabel(f"run - {ab.spec.baseline}", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(f"Difference to {ab.spec.baseline}, {ab.spec.report.confidence:.0%} intervals "
+                 "(green better, red worse, grey within noise)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _crop_grid(ab: Ablation, scores: Scores, path: Path) -> Path | None:
     from plfw.visuals import grid, save_png
 
-    paths = []
-    names = list(ev["outputs"])
-    for i, pair in enumerate(ev["pairs"]):
-        top, left = _detail_crop(pair.hr, ab.crop)
-
-        def cut(x: torch.Tensor, t: int = top, lf: int = left) -> torch.Tensor:
-            return x[..., t: t + ab.crop, lf: lf + ab.crop]
-
-        row = [cut(_rgb(ev["outputs"][n][i])) for n in names] + [cut(_rgb(pair.hr))]
-        image = grid([row], [*names, "HR"], cell=ab.crop * ab.zoom)
-        paths.append(save_png(image, out_dir / f"crops_{pair.name}.png"))
-    return paths
+    columns = [c for c in [BICUBIC, *ab.runs, "HR"] if scores.crops.get(c)]
+    count = len(scores.crops.get("HR", []))
+    if count == 0 or len(columns) < 2:
+        return None
+    rows = [[scores.crops[c][i] for c in columns if i < len(scores.crops[c])]
+            for i in range(count)]
+    rows = [r for r in rows if len(r) == len(columns)]
+    image = grid(rows, columns, cell=ab.spec.report.crop * ab.spec.report.zoom)
+    return save_png(image, path)
 
 
 def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -180,123 +386,176 @@ def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        raise UserError("the ablation report draws its curves with matplotlib: "
-                        "pip install 'plfw[report]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _loss_curves(ab: Ablation, out_dir: Path) -> Path | None:
-    """One panel per run: every logged loss term against the global step, log scale."""
-    runs = {n: _read_metrics(Path(c.run_dir)) for n, c in ab.configs.items()}
-    runs = {n: rows for n, rows in runs.items() if any("loss" in r for r in rows)}
-    if not runs:
+def loss_curves(ab: Ablation, path: Path) -> Path | None:
+    """One panel per run: every logged loss term against the step, one line style per seed."""
+    panels = {}
+    for run in ab.runs:
+        per_seed = {}
+        for job in ab.jobs_of(run):
+            by_step = {r["step"]: r for r in _read_metrics(job.run_dir)
+                       if any(k.startswith("loss") for k in r)}
+            if by_step:
+                per_seed[job.label] = [by_step[s] for s in sorted(by_step)]
+        if per_seed:
+            panels[run] = per_seed
+    if not panels:
         return None
     plt = _pyplot()
-    cols = min(3, len(runs))
-    rows_n = math.ceil(len(runs) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.0 * rows_n), squeeze=False)
-    for ax, (name, rows) in zip(axes.flat, runs.items(), strict=False):
-        # A resumed run logs again from its checkpoint on: the later record of a step wins.
-        by_step = {r["step"]: r for r in rows if any(k.startswith("loss") for k in r)}
-        records = [by_step[s] for s in sorted(by_step)]
-        keys = sorted({k for r in records for k in r if k.startswith("loss")})
-        for key in keys:
-            pts = [(r["step"], r[key]) for r in records if key in r and r[key] > 0]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), label=key, linewidth=1)
-        for prev, cur in zip(records, records[1:], strict=False):
-            if prev.get("phase") != cur.get("phase"):
-                ax.axvline(prev["step"], color="grey", linestyle=":", linewidth=1)
+    cols = min(4, len(panels))
+    rows_n = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.8 * cols, 2.8 * rows_n), squeeze=False)
+    styles = ["-", "--", ":", "-."]
+    for ax, (run, per_seed) in zip(axes.flat, panels.items(), strict=False):
+        for k, (_, records) in enumerate(per_seed.items()):
+            keys = sorted({key for r in records for key in r if key.startswith("loss")})
+            for j, key in enumerate(keys):
+                pts = [(r["step"], r[key]) for r in records if key in r and r[key] > 0]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), styles[k % 4], color=f"C{j}",
+                            linewidth=1, label=key if k == 0 else None)
         ax.set_yscale("log")
-        ax.set_title(name, fontsize=10)
+        ax.set_title(f"{run} ({len(per_seed)} seed(s))", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(runs):]:
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    path = out_dir / "loss_curves.png"
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
 
 
-def _table(ab: Ablation, out_dir: Path, ev: dict[str, Any]) -> list[str]:
-    networks = ev["networks"]
-    head = ["run", "overrides", "PSNR-Y [dB]", "SSIM-Y", *[f"d {n} (lower is better)"
-                                                           for n in networks], "train time"]
+# ------------------------------------------------------------------------- the report
+def _fmt(value: float, metric: str) -> str:
+    return f"{value:.2f}" if metric.startswith("psnr") else f"{value:.4f}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    hours, rest = divmod(int(round(seconds)), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def _tables(ab: Ablation, stats: dict[str, Any], status: dict[str, str]) -> list[str]:
+    metrics = list(stats)
+    arrows = {m: "↑" if stats[m]["higher_is_better"] else "↓" for m in metrics}
+    head = ["run", "seeds", *[f"{m} {arrows[m]}" for m in metrics], "train time / seed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name in ["bicubic", *ab.runs]:
-        if name not in ev["results"]:
-            cells = [name, "", *["-"] * (2 + len(networks)), ev["status"].get(name, "")]
-            lines.append("| " + " | ".join(cells) + " |")
+    for run in [BICUBIC, *ab.runs]:
+        jobs = ab.jobs_of(run)
+        done = sum(status.get(j.label) == "finished" for j in jobs)
+        cells = [f"**{run}**" if run == ab.spec.baseline else run,
+                 "-" if run == BICUBIC else f"{done}/{len(jobs)}"]
+        for m in metrics:
+            mean = stats[m]["mean"].get(run)
+            cells.append("(trained with it)" if mean is None and run != BICUBIC and done else
+                         "-" if mean is None else
+                         f"{_fmt(mean['value'], m)} [{_fmt(mean['low'], m)}, "
+                         f"{_fmt(mean['high'], m)}]")
+        secs = [read_state(j.run_dir).get("train_seconds") for j in jobs
+                if status.get(j.label) == "finished"]
+        secs = [s for s in secs if s]
+        cells.append(_duration(sum(secs) / len(secs)) if secs else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    if ab.spec.baseline is None:
+        return lines
+    lines += ["", f"Difference to `{ab.spec.baseline}` (run − baseline) with its "
+              f"{ab.spec.report.confidence:.0%} interval; **bold**: the interval excludes zero "
+              "(▲ better, ▼ worse).", ""]
+    head = ["run", *[f"Δ {m}" for m in metrics]]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in ab.runs:
+        if run == ab.spec.baseline:
             continue
-        r = ev["results"][name]
-        dist = [f"{r['distance'][n]:.4f}" if n in r["distance"] else "(trained with it)"
-                for n in networks]
-        over = "<br>".join(f"`{o}`" for o in ab.runs.get(name, [])) or "-"
-        seconds = _read_state(out_dir / name).get("train_seconds") if name in ab.runs else None
-        time_cell = _duration(seconds)
-        before = _starts_from(ab, name, out_dir) if name in ab.runs else []
-        if before:
-            time_cell += " (+ " + ", ".join(before) + ")"
-        lines.append(f"| {name} | {over} | {r['psnr_y']:.2f} | {r['ssim_y']:.4f} | "
-                     + " | ".join(dist) + f" | {time_cell} |")
+        cells = [run]
+        for m in metrics:
+            d = stats[m]["difference"].get(run)
+            if d is None:
+                cells.append("-")
+                continue
+            text = (f"{d['value']:+.4g} [{d['low']:+.4g}, {d['high']:+.4g}]")
+            kind = _verdict(d, stats[m]["higher_is_better"])
+            cells.append(text if kind == "same" else
+                         f"**{text}** {'▲' if kind == 'better' else '▼'}")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def write_report(ab: Ablation, out_dir: Path, device: str = "auto", log: Any = print) -> Path:
-    """Score every finished run and write report.md, report.json, crops_*.png and curves."""
+def write_report(ab: Ablation, device: str = "auto", log: Any = print,
+                 report_dir: Path | None = None) -> Path:
+    """Score every finished job and write report.md, report.json and the PNGs."""
     started = time.perf_counter()
     _pyplot()  # fail before the slow part when matplotlib is missing
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ev = _evaluate(ab, out_dir, device, log)
-    crops = _crop_grids(ab, out_dir, ev)
-    curves = _loss_curves(ab, out_dir)
-    pairs = ev["pairs"]
-    total = sum(_read_state(out_dir / n).get("train_seconds") or 0.0 for n in ab.runs)
+    out = report_dir or ab.out
+    out.mkdir(parents=True, exist_ok=True)
+    pairs, metrics, scores, status = score(ab, device, log)
+    sets = list(pairs)
+    images = sum(len(p) for p in pairs.values())
+    stats = statistics(ab, metrics, scores, sets)
+    per_set = {s: statistics(ab, metrics, scores, [s]) for s in sets} if len(sets) > 1 else {}
+    forest = forest_plot(ab, stats, out / "forest.png")
+    crops = _crop_grid(ab, scores, out / "crops.png")
+    curves = loss_curves(ab, out / "loss_curves.png")
+    train_total = sum(read_state(j.run_dir).get("train_seconds") or 0.0 for j in ab.jobs)
+    finished = sum(v == "finished" for v in status.values())
     common = "<br>".join(f"`{o}`" for o in ab.overrides) or "none"
+    set_text = ", ".join(f"{s} ({len(p)})" for s, p in pairs.items())
+    rep = ab.spec.report
     lines = [
         f"# Ablation report: {ab.stem}", "",
         f"Base config `{ab.base.name}`; overrides shared by every run: {common}. "
-        f"Scored on {len(pairs)} image(s) from `{ab.eval_hr}` at x{ab.scale} "
-        f"(LR: {'`' + str(ab.eval_lr) + '`' if ab.eval_lr else 'MATLAB-style bicubic of HR'}).",
-        "", *_table(ab, out_dir, ev), "",
-        "PSNR-Y / SSIM-Y: BT.601 luma, border = scale, mean over images. *d*: perceptual "
-        "distance, LPIPS-shaped without learned weights: per tap, features are divided by "
-        "their L2 norm over channels at each position, d = mean squared difference per "
-        "position, averaged over taps and images (0 = identical, at most 4). A run is not "
-        "measured with a network its own losses used. Train time: wall time of `plfw train` "
-        "for the run (build, training, its own validation), summed over resumptions; '(+ x)' "
-        "means the run starts from run x's model, whose time is not included.", "",
-        f"All training together: {_duration(total)}; scoring the runs and drawing this report: "
-        f"{_duration(time.perf_counter() - started)}.", "",
+        f"{finished} of {len(ab.jobs)} jobs finished "
+        f"({len(ab.runs)} runs x {len(ab.spec.seeds or [None])} seed(s)). Scored at "
+        f"x{ab.scale} on {images} images: {set_text}.", "",
+        "## Answer", "", *answer(ab, stats, images), "",
+        "## Results", "",
+        f"Mean over seeds and all {images} images with its {rep.confidence:.0%} interval "
+        f"({bootstrap.METHOD}; {rep.bootstrap} resamples). ↑ higher is better, ↓ lower is "
+        "better. A run is not scored with a metric whose network its losses trained with.", "",
+        *_tables(ab, stats, status), "",
     ]
-    if ab.notes:
-        lines += ["## What this comparison can and cannot show", "", ab.notes.strip(), ""]
-    lines += ["## Crops", "", "Bicubic, each run and HR on the most detailed "
-              f"{ab.crop}x{ab.crop} HR window of each image, enlarged {ab.zoom}x "
-              "(nearest neighbour).", ""]
-    lines += [f"![{p.stem}]({p.name})" for p in crops]
+    if forest is not None:
+        lines += [f"![forest plot]({forest.name})", ""]
+    if per_set:
+        lines += ["## Per evaluation set", ""]
+        for s, st in per_set.items():
+            lines += [f"### {s} ({len(pairs[s])} images)", "", *_tables(ab, st, status), ""]
+    lines += ["## Runs", "", "| run | overrides |", "|---|---|"]
+    for run, items in ab.runs.items():
+        lines.append(f"| {run} | " + ("<br>".join(f"`{o}`" for o in items) or "-") + " |")
+    lines += ["", f"All training together: {_duration(train_total)}; scoring and this report: "
+              f"{_duration(time.perf_counter() - started)}.", ""]
+    if ab.spec.notes:
+        lines += ["## What this comparison can and cannot show", "", ab.spec.notes.strip(), ""]
+    if crops is not None:
+        lines += ["## Crops", "", f"The most detailed {rep.crop}x{rep.crop} HR window of "
+                  f"{len(scores.crops['HR'])} images, enlarged {rep.zoom}x (nearest neighbour); "
+                  "each run's first finished seed.", "", f"![crops]({crops.name})", ""]
     if curves is not None:
-        lines += ["", "## Loss curves", "", "Logged loss terms per run (unweighted; `loss` is "
-                  "the weighted total); dotted lines separate phases.", "",
-                  f"![loss curves]({curves.name})"]
-    report = out_dir / "report.md"
-    atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())
-    data = {name: dict(r) for name, r in ev["results"].items()}
-    for name in data:
-        if name in ab.runs:
-            data[name]["train_seconds"] = _read_state(out_dir / name).get("train_seconds")
-            data[name]["trained_with"] = sorted(ev["trained_with"].get(name, ()))
-    atomic_write_bytes(out_dir / "report.json", json.dumps(
-        {"status": ev["status"], "networks": ab.distance, "runs": data}, indent=2).encode())
+        lines += ["## Loss curves", "", "Logged loss terms per run (unweighted; `loss` is the "
+                  "weighted total), one line style per seed.", "",
+                  f"![loss curves]({curves.name})", ""]
+    report = out / "report.md"
+    atomic_write_bytes(report, "\n".join(lines).encode())
+    data = {
+        "ablation": str(ab.path), "baseline": ab.spec.baseline, "scale": ab.scale,
+        "bootstrap": {"method": bootstrap.METHOD, "resamples": rep.bootstrap,
+                      "confidence": rep.confidence, "rng": "numpy default_rng(0)"},
+        "sets": {s: [p.name for p in ps] for s, ps in pairs.items()},
+        "metrics": {m.label: {"spec": m.spec, "higher_is_better": m.higher_is_better,
+                              "networks": list(m.networks)} for m in metrics},
+        "status": status,
+        "jobs": {label: {"run": label.split("/")[0], "scores": v}
+                 for label, v in scores.values.items()},
+        "training": {j.label: {"train_seconds": read_state(j.run_dir).get("train_seconds"),
+                               "trained_with": sorted(training_networks(j.config))}
+                     for j in ab.jobs},
+        "statistics": stats, "statistics_per_set": per_set,
+    }
+    atomic_write_bytes(out / "report.json", json.dumps(data, indent=1).encode())
     return report
-

@@ -80,7 +80,7 @@ class Config:
     notes: str = ""  # free text, e.g. how this config departs from the paper
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
@@ -111,7 +111,7 @@ def read_config_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]
     path = path.resolve()
     if path in _seen:
         raise UserError(f"{path}: 'extends' loops back to itself")
-    data = _read_yaml(path)
+    data = read_yaml(path)
     parents = data.pop("extends", None)
     if parents is None:
         return data
@@ -199,6 +199,26 @@ def check_keys(data: Any, schema: type, where: str) -> None:
                         check_keys(sub, inner, f"{path}.{name}")
 
 
+T = typing.TypeVar("T")
+
+
+def parse_typed(data: dict[str, Any], schema: type[T], what: str = "config") -> T:
+    """Validate a plain mapping against a dataclass schema (unknown keys named with the closest
+    valid ones, types checked by omegaconf) and return the dataclass with plain values."""
+    check_keys(data, schema, "")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), data)
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise UserError(f"{what} is missing required key(s): {', '.join(missing)}")
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or what
+        raise UserError(f"{key}: {str(exc).splitlines()[0]}") from None
+    assert isinstance(obj, schema)
+    return _plain(obj)
+
+
 def build_config(data: dict[str, Any], name: str = "") -> Config:
     """Validate a plain mapping against the schema and return a typed Config."""
     data = dict(data)
@@ -206,18 +226,7 @@ def build_config(data: dict[str, Any], name: str = "") -> Config:
     # A phase set to null in an override or a child config removes it.
     if isinstance(data.get("phases"), dict):
         data["phases"] = {k: v for k, v in data["phases"].items() if v is not None}
-    check_keys(data, Config, "")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), data)
-        missing = sorted(OmegaConf.missing_keys(merged))
-        if missing:
-            raise UserError(f"config is missing required key(s): {', '.join(missing)}")
-        cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", "") or "config"
-        raise UserError(f"{key}: {str(exc).splitlines()[0]}") from None
-    assert isinstance(cfg, Config)
-    cfg = _plain(cfg)
+    cfg = parse_typed(data, Config, "config")
     if not cfg.name:
         cfg.name = name or "run"
     if not cfg.run_dir:

@@ -1,24 +1,24 @@
-"""plfw ablate: a two-run grid end to end, resumption, the report and file validation."""
+"""plfw ablate: a seeded grid end to end, resumption, the report, re-scoring and file checks."""
 
 from __future__ import annotations
 
 import json
+import random
+import statistics
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers import tiny_config
+from helpers import make_images, tiny_config
 
-from plfw.ablate import load_ablation, run_ablation, train_run, training_networks
-from plfw.ablate_report import perceptual_distance
+from plfw.ablate import read_state, run_ablation, train_job
+from plfw.ablate_report import answer
+from plfw.ablation import load_ablation, training_networks
 from plfw.cli import main
 from plfw.errors import UserError
 
-DISTANCE = [
-    {"name": "vgg19", "weights": "none", "taps": ["relu1_2"]},
-    {"name": "efficientnet_lite0", "weights": "none", "taps": ["1"]},
-]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -34,93 +34,140 @@ def _ablation(tmp: Path, **changes: object) -> Path:
     data: dict = {
         "base": "tiny.yaml",
         "overrides": ["phases.srresnet.steps=2", "phases.srgan.steps=2", "train.threads=1"],
+        "seeds": [0, 1],
+        "baseline": "mse",
         "runs": {
             "mse": ["phases.srgan=null"],
-            "gan": ["phases.srresnet=null", "phases.srgan.init={out}/mse/models/srresnet.pt"],
+            "gan": ["phases.srresnet=null",
+                    "phases.srgan.init={out}/mse/seed{seed}/models/srresnet.pt",
+                    "phases.srgan.losses.content.network={name: st_lpips_alex, weights: none}",
+                    "phases.srgan.losses.content.layers={relu2: 1.0}"],
         },
-        "eval": {"hr": str(tmp / "val")},
-        "distance": DISTANCE,
-        "report": {"crop": 16, "zoom": 2},
+        "metrics": ["psnr_y", "ssim_y", "st_lpips_alex"],
+        "eval": {"sets": {"a": {"hr": str(make_images(tmp / "val1", 2, (48, 48), seed=4))},
+                          "b": {"hr": str(make_images(tmp / "val2", 2, (48, 40), seed=5))}}},
+        "report": {"crop": 16, "zoom": 2, "crop_images": 3, "bootstrap": 500},
         "notes": "Two steps per run: this shows the plumbing, nothing about the networks.",
     }
+    if "runs" in changes:
+        data.pop("baseline")
     data.update(changes)
     path = tmp / "grid.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
-def test_ablation_end_to_end_and_resume(tmp_path: Path) -> None:
+def _rows(text: str) -> dict[str, str]:
+    """The first table row of each run: the results table, pooled over all sets."""
+    rows: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("| "):
+            rows.setdefault(line.split("|")[1].strip().strip("*"), line)
+    return rows
+
+
+def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
     path = _ablation(tmp_path)
     out = tmp_path / "out"
     lines: list[str] = []
     report = run_ablation(path, out, device="cpu", log=lines.append)
     for run in ("mse", "gan"):
-        state = json.loads((out / run / "ablate.json").read_text())
-        assert state["finished"] and state["train_seconds"] > 0
-        assert (out / run / "metrics.jsonl").is_file()
-    assert (out / "gan" / "models" / "srgan.pt").is_file()
-    assert not (out / "gan" / "models" / "srresnet.pt").exists()  # started from mse's model
+        for seed in (0, 1):
+            state = read_state(out / run / f"seed{seed}")
+            assert state["finished"] and state["train_seconds"] > 0 and state["seed"] == seed
+    cfg = yaml.safe_load((out / "gan" / "seed1" / "config.yaml").read_text())
+    assert cfg["seed"] == 1 and cfg["phases"]["srgan"]["init"].endswith("mse/seed1/models/"
+                                                                        "srresnet.pt")
+    # seed-major order: both runs at seed 0 before either at seed 1
+    order = [line.split(":")[1].strip() for line in lines if "training in" in line]
+    assert order == ["mse/seed0", "gan/seed0", "mse/seed1", "gan/seed1"]
 
     text = report.read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
-    assert [r.split("|")[1].strip() for r in rows] == ["bicubic", "mse", "gan"]
-    gan_row = rows[2]
-    assert "(trained with it)" in gan_row  # gan trains against vgg19: not scored with it
-    assert "(+ mse)" in gan_row
+    assert "## Answer" in text
+    assert "Compared with the baseline `mse` (2 seed(s)) on 4 images" in text
     assert "nothing about the networks" in text
-    for png in ["crops_img00.png", "crops_img01.png", "loss_curves.png"]:
-        assert (out / png).stat().st_size > 0
-        assert f"({png})" in text
+    rows = _rows(text)
+    assert "(trained with it)" in rows["gan"]  # gan trains with st_lpips_alex's trunk
+    assert "2/2" in rows["mse"] and "2/2" in rows["gan"]
+    for png in ("forest.png", "crops.png", "loss_curves.png"):
+        assert (out / png).stat().st_size > 0 and f"({png})" in text
+    assert "### a (2 images)" in text and "### b (2 images)" in text
 
-    scores = json.loads((out / "report.json").read_text())["runs"]
-    assert scores["gan"]["trained_with"] == ["vgg19"]
-    assert list(scores["gan"]["distance"]) == ["efficientnet_lite0 none [1]"]
-    assert set(scores["mse"]["distance"]) == {"vgg19 none [relu1_2]",
-                                              "efficientnet_lite0 none [1]"}
+    data = json.loads((out / "report.json").read_text())
+    assert data["training"]["gan/seed0"]["trained_with"] == ["st_lpips_alex"]
+    assert "st_lpips_alex" not in data["jobs"]["gan/seed0"]["scores"]["a"]
+    assert data["metrics"]["st_lpips_alex"]["higher_is_better"] is False
+    # the reported means are the plain means of the per-image scores in the same file
+    for metric in ("psnr_y", "ssim_y"):
+        for run in ("mse", "gan"):
+            values = [v for seed in (0, 1) for s in ("a", "b")
+                      for v in data["jobs"][f"{run}/seed{seed}"]["scores"][s][metric]]
+            mean = data["statistics"][metric]["mean"][run]
+            assert mean["value"] == pytest.approx(statistics.fmean(values))
+            assert mean["low"] <= mean["value"] <= mean["high"]
+        diff = data["statistics"][metric]["difference"]["gan"]
+        assert diff["value"] == pytest.approx(data["statistics"][metric]["mean"]["gan"]["value"]
+                                              - data["statistics"][metric]["mean"]["mse"]["value"])
 
-    # Second invocation: nothing retrains.
-    ab, _ = load_ablation(path, out)
-    mtime = (out / "mse" / "models" / "srresnet.pt").stat().st_mtime_ns
+    # Second report: the finished jobs' scores come from their cache, nothing retrains.
+    mtime = (out / "mse" / "seed0" / "models" / "srresnet.pt").stat().st_mtime_ns
     lines.clear()
-    assert [train_run(ab, run, log=lines.append) for run in ab.runs] == ["skipped"] * 2
-    assert sum("finished earlier, skipped" in line for line in lines) == 2
-    assert (out / "mse" / "models" / "srresnet.pt").stat().st_mtime_ns == mtime
+    run_ablation(path, out, device="cpu", log=lines.append)
+    assert sum("finished earlier, skipped" in line for line in lines) == 4
+    assert not any("scoring mse" in line or "scoring gan" in line for line in lines)
+    assert (out / "mse" / "seed0" / "models" / "srresnet.pt").stat().st_mtime_ns == mtime
 
-    # A run cut short (checkpoints, no finished mark) resumes and its time adds up.
-    state_file = out / "gan" / "ablate.json"
+    # A job cut short (checkpoints, no finished mark) resumes and its time adds up.
+    ab = load_ablation(path, out)
+    job = next(j for j in ab.jobs if j.label == "gan/seed0")
+    state_file = out / "gan" / "seed0" / "ablate.json"
     state = json.loads(state_file.read_text())
     state_file.write_text(json.dumps({**state, "finished": False}))
-    assert train_run(ab, "gan", log=lines.append) == "resumed"
+    assert train_job(ab, job, log=lines.append) == "resumed"
     after = json.loads(state_file.read_text())
     assert after["finished"] and after["train_seconds"] > state["train_seconds"]
+
+    # Re-scoring on another folder writes a report of its own and keeps the main one.
+    other = make_images(tmp_path / "other", 3, (48, 44), seed=9)
+    assert main(["ablate", str(path), "--out", str(out), "--report-only", "--hr", str(other),
+                 "--device", "cpu", "--quiet"]) == 0
+    again = json.loads((out / "report_other" / "report.json").read_text())
+    assert again["sets"] == {"other": ["img00", "img01", "img02"]}
+    assert json.loads((out / "report.json").read_text())["sets"] == data["sets"]
 
 
 def test_changed_config_is_refused(tmp_path: Path) -> None:
     from plfw.config import to_dict
 
-    ab, out = load_ablation(_ablation(tmp_path), tmp_path / "out")
-    (out / "mse").mkdir(parents=True)
-    config = json.loads(json.dumps(to_dict(ab.configs["mse"])))
+    ab = load_ablation(_ablation(tmp_path), tmp_path / "out")
+    job = ab.jobs[0]
+    job.run_dir.mkdir(parents=True)
+    config = json.loads(json.dumps(to_dict(job.config)))
     config["train"]["threads"] = 7  # how a run executes may change between invocations
+    config["run_dir"] = "/moved/elsewhere"  # and where it lives
     state = {"config": config, "finished": True, "train_seconds": 1.0}
-    (out / "mse" / "ablate.json").write_text(json.dumps(state))
-    assert train_run(ab, "mse", log=lambda _: None) == "skipped"
+    (job.run_dir / "ablate.json").write_text(json.dumps(state))
+    assert train_job(ab, job, log=lambda _: None) == "skipped"
     config["seed"] += 1  # what it learns may not
-    (out / "mse" / "ablate.json").write_text(json.dumps({**state, "config": config}))
+    (job.run_dir / "ablate.json").write_text(json.dumps({**state, "config": config}))
     with pytest.raises(UserError, match="changed since it was trained"):
-        train_run(ab, "mse", log=lambda _: None)
+        train_job(ab, job, log=lambda _: None)
 
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"runs": {"a": ["phases.srresnet.stepz=3"]}}, r"run 'a': unknown config key "
                                                     r"'phases.srresnet.stepz'"),
     ({"base": "missing.yaml"}, "base config not found"),
-    ({"runz": {}}, "unknown key 'runz'"),
+    ({"runz": {}}, "unknown config key 'runz'"),
     ({"runs": {"a": "phases.srgan=null"}}, "runs.a: expected a list"),
     ({"runs": {"a b": []}}, "run name"),
-    ({"eval": {"hr": "x", "scal": 4}}, "eval: unknown key 'scal'"),
-    ({"distance": [{"weights": "none"}]}, "distance must be a list"),
-    ({"eval": {"hr": "x", "scale": "four"}}, "eval.scale must be 2, 3, 4 or 8"),
+    ({"runs": {"a": ["oops"]}}, "'oops' is not of the form key=value"),
+    ({"eval": {"hr": "x", "scal": 4}}, "unknown config key 'eval.scal'"),
+    ({"eval": {"hr": "x", "scale": "four"}}, "eval.scale"),
+    ({"seeds": [1, 1]}, "seeds must be a non-empty list of distinct"),
+    ({"baseline": "msee"}, "baseline 'msee' is not one of the runs.*mse"),
+    ({"report": {"bootstrap": 10}}, "bootstrap >= 100"),
+    ({"metrics": []}, "give at least one metric"),
 ])
 def test_bad_ablation_files(tmp_path: Path, changes: dict, message: str) -> None:
     path = _ablation(tmp_path, **changes)
@@ -135,48 +182,108 @@ def test_cli_prints_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert err.startswith("plfw: error:") and "\n" not in err
 
 
-def test_training_networks_and_distance(tmp_path: Path) -> None:
-    ab, _ = load_ablation(_ablation(tmp_path))
-    assert training_networks(ab.configs["mse"]) == set()
-    assert training_networks(ab.configs["gan"]) == {"vgg19"}
-
-    import plfw
-
-    net = plfw.build("feature_extractor", DISTANCE[0])
-    x = torch.rand(3, 24, 24)
-    assert perceptual_distance(net, x, x, 2) == pytest.approx(0.0, abs=1e-9)
-    d = perceptual_distance(net, x, torch.rand(1, 24, 24), 2)  # gray HR is compared as RGB
-    assert 0 < d <= 4
+def test_unknown_metric_fails_before_scoring(tmp_path: Path) -> None:
+    path = _ablation(tmp_path, metrics=["psnr_y", "st_lpips_alx"], seeds=None)
+    with pytest.raises(UserError, match="st_lpips_alex"):
+        run_ablation(path, tmp_path / "out", report_only=True, device="cpu", log=lambda _: None)
 
 
-@pytest.mark.parametrize("name", ["paper_table1", "beyond_vgg", "cpu_quick"])
-def test_shipped_ablations_load(name: str) -> None:
-    repo = Path(__file__).resolve().parents[1]
-    ab, out = load_ablation(repo / "configs" / "ablation" / f"{name}.yaml")
-    assert out == Path("runs") / name
-    first = next(iter(ab.configs.values()))
-    assert list(first.phases) == ["srresnet"] and training_networks(first) == set()
-    for run, cfg in list(ab.configs.items())[1:]:
-        init = cfg.phases[list(cfg.phases)[-1]].init
-        assert init is None or init.startswith(str(out)), run
+def test_training_networks(tmp_path: Path) -> None:
+    ab = load_ablation(_ablation(tmp_path))
+    by_run = {j.run: training_networks(j.config) for j in ab.jobs}
+    assert by_run == {"mse": set(), "gan": {"st_lpips_alex"}}
+    # a perceptual loss that names no network trains with the loss's default one (vgg19)
+    cfg = ab.jobs[1].config
+    cfg.phases["srgan"].losses["content"].pop("network")
+    assert training_networks(cfg) == {"vgg19"}
 
 
-def test_missing_matplotlib_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
+@pytest.mark.parametrize("path", ["ablation/paper_table1.yaml", "ablation/beyond_vgg.yaml",
+                                  "ablation/cpu_quick.yaml", "study/loss_networks.yaml"])
+def test_shipped_ablations_load(path: str) -> None:
+    ab = load_ablation(REPO / "configs" / path)
+    assert ab.out == Path("runs") / Path(path).stem
+    for job in ab.jobs:
+        init = job.config.phases[list(job.config.phases)[-1]].init
+        assert init is None or init.startswith(str(ab.out)) or Path(init).is_file(), job.label
+    if ab.spec.baseline:
+        assert ab.spec.baseline in ab.runs
 
-    from plfw.ablate_report import _pyplot
 
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(UserError, match="pip install 'plfw\\[report\\]'"):
-        _pyplot()
+def test_the_study_is_what_the_issue_asks_for() -> None:
+    ab = load_ablation(REPO / "configs" / "study" / "loss_networks.yaml")
+    assert ab.spec.seeds == [0, 1, 2] and len(ab.jobs) == 3 * len(ab.runs) >= 24
+    nets = {j.run: training_networks(j.config) for j in ab.jobs}
+    assert nets["mse"] == set() and nets["vgg54"] == {"vgg19"}
+    inits = {j.config.phases["srgan"].init for j in ab.jobs}
+    assert len(inits) == 1 and (REPO / inits.pop()).is_file()  # one shared SRResNet
+    for job in ab.jobs:
+        content = job.config.phases["srgan"].losses["content"]
+        assert content["match_gradient"] == "vgg54"
+        assert job.config.phases["srgan"].losses["adversarial"]["weight"] == 1e-3
+    assert set(ab.sets) == {"Set5", "Set14", "photos"}
 
 
-def test_cli_single_run_reports_the_rest_unfinished(tmp_path: Path) -> None:
-    path = _ablation(tmp_path)
-    out = tmp_path / "out"
-    assert main(["ablate", str(path), "--out", str(out), "--run", "mse", "--device", "cpu",
-                 "--quiet"]) == 0
-    rows = {line.split("|")[1].strip(): line for line in
-            (out / "report.md").read_text().splitlines() if line.startswith("| ")}
-    assert "not finished" in rows["gan"] and "not finished" not in rows["mse"]
-    assert not (out / "gan").exists()
+def test_answer_is_written_from_the_numbers() -> None:
+    class Spec:  # the two fields answer() reads from an ablation file
+        baseline = "base"
+
+        class report:
+            confidence = 0.95
+
+    class Ab:
+        spec = Spec
+
+    def diff(value: float, low: float, high: float) -> dict:
+        return {"value": value, "low": low, "high": high}
+
+    stats = {"lpips": {
+        "higher_is_better": False, "seeds": {"base": 3, "good": 3, "noise": 3, "bad": 3},
+        "mean": {"base": {}, "good": {}, "noise": {}, "bad": {}},
+        "difference": {"good": diff(-0.05, -0.07, -0.03), "noise": diff(0.01, -0.01, 0.03),
+                       "bad": diff(0.002, 0.001, 0.003)},
+        "seed_means": {"base": [0.30, 0.31, 0.32], "good": [0.25, 0.26, 0.25],
+                       "noise": [0.3, 0.33, 0.31], "bad": [0.312, 0.309, 0.315]}}}
+    text = "\n".join(answer(Ab, stats, 19))
+    assert "Better than the baseline: `good` (lpips)" in text
+    assert "Worse than the baseline: `bad` (lpips)" in text
+    assert "Not distinguishable from the baseline: `noise` (lpips)" in text
+    # bad's difference (0.002) is smaller than base's seed range (0.02): said so
+    assert "not larger than the spread between one run's seeds" in text and "bad on lpips" in text
+
+
+def test_bootstrap_matches_a_plain_reimplementation() -> None:
+    """The vectorised two-level bootstrap against a slow loop written from its description."""
+    from plfw.bootstrap import compare
+
+    rng = random.Random(1)
+    base = [[rng.gauss(0.3, 0.05) + 0.002 * s for _ in range(12)] for s in range(3)]
+    other = [[v - 0.03 + rng.gauss(0, 0.01) for v in row] for row in base]
+    means, diffs = compare({"base": base, "other": other}, "base", resamples=4000)
+    draws = []
+    for _ in range(4000):
+        images = [rng.randrange(12) for _ in range(12)]
+        seeds_a = [rng.randrange(3) for _ in range(3)]
+        seeds_b = [rng.randrange(3) for _ in range(3)]
+        a = statistics.fmean(other[s][i] for s in seeds_a for i in images)
+        b = statistics.fmean(base[s][i] for s in seeds_b for i in images)
+        draws.append(a - b)
+    draws.sort()
+    low, high = draws[100], draws[3899]
+    width = high - low
+    assert diffs["other"].low == pytest.approx(low, abs=0.15 * width)
+    assert diffs["other"].high == pytest.approx(high, abs=0.15 * width)
+    assert diffs["other"].excludes_zero and diffs["other"].value < 0
+    assert means["base"].low < means["base"].value < means["base"].high
+
+
+def test_bootstrap_of_one_seed_is_the_usual_interval_of_a_mean() -> None:
+    from plfw.bootstrap import compare
+
+    rng = random.Random(2)
+    values = [rng.gauss(10, 2) for _ in range(400)]
+    means, _ = compare({"x": [values]}, resamples=4000)
+    half = 1.96 * statistics.stdev(values) / len(values) ** 0.5
+    assert means["x"].high - means["x"].low == pytest.approx(2 * half, rel=0.1)
+    with pytest.raises(ValueError, match="same images"):
+        compare({"a": [[1.0, 2.0]], "b": [[1.0]]})
