@@ -14,6 +14,7 @@ from plfw import __version__
 from plfw.errors import UserError
 
 EXIT_USER_ERROR = 2
+_SUFFIX_HELP = "<stem>, <stem>_x4, <stem>_SR, <stem>_out, ..."
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -41,32 +42,58 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return _cmd_train(args)
 
 
+def _metric_cell(name: str, value: float) -> str:
+    if name == "psnr_y":
+        return f"PSNR-Y {value:7.3f} dB"
+    label = "SSIM-Y" if name == "ssim_y" else name
+    return f"{label} {value:.4f}"
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from plfw.evaluate import bicubic, evaluate, load_pairs
+    from plfw.evaluate import build_metrics, evaluate, evaluate_sr, load_pairs
 
-    pairs = load_pairs(args.hr, args.lr, args.scale, args.limit)
-    if args.model == "bicubic":
-        method = bicubic(args.scale)
+    if (args.model is None) == (args.sr is None):
+        raise UserError("give --model (run a model on the LR images) or --sr DIR (score "
+                        "existing SR images), not both or neither")
+    if args.sr is not None and args.lr is not None:
+        raise UserError("--lr is for --model; with --sr the SR images are scored as they are")
+    border = args.border if args.border >= 0 else args.scale
+    metrics = build_metrics(args.metrics.split(","), border)
+    if args.sr is not None:
+        result = evaluate_sr(args.sr, args.hr, args.scale, metrics, args.limit)
+        source = {"sr": str(args.sr)}
     else:
-        from plfw.generators import load_generator, runner
-        from plfw.runtime import make_runtime
-
-        rt = make_runtime(args.device, args.precision, "false")
-        module, out_range = load_generator(args.model)
-        if getattr(module, "scale", args.scale) != args.scale:
-            raise UserError(f"{args.model}: the model upscales x{module.scale}, not "
-                            f"--scale {args.scale}")
-        method = runner(module.to(rt.device), out_range, rt)
-    result = evaluate(method, pairs, border=args.border if args.border >= 0 else args.scale)
-    result = {"model": str(args.model), "scale": args.scale, **result}
+        pairs = load_pairs(args.hr, args.lr, args.scale, args.limit)
+        result = evaluate(_eval_method(args), pairs, border=border, metrics=metrics)
+        source = {"model": str(args.model)}
+    result = {**source, "scale": args.scale, "border": border, "metrics": list(metrics),
+              "higher_is_better": {k: bool(getattr(m, "higher_is_better", True))
+                                   for k, m in metrics.items()}, **result}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         for row in result["per_image"]:
-            print(f"{row['name']:<24} PSNR-Y {row['psnr_y']:7.3f} dB   SSIM-Y {row['ssim_y']:.4f}")
-        print(f"{'mean (' + str(result['images']) + ' images)':<24} PSNR-Y "
-              f"{result['psnr_y']:7.3f} dB   SSIM-Y {result['ssim_y']:.4f}")
+            print(f"{row['name']:<24} " + "   ".join(_metric_cell(k, row[k]) for k in metrics))
+        print(f"{'mean (' + str(result['images']) + ' images)':<24} "
+              + "   ".join(_metric_cell(k, result[k]) for k in metrics))
     return 0
+
+
+def _eval_method(args: argparse.Namespace) -> Any:
+    """LR -> SR for ``--model``: MATLAB bicubic, or a generator run on the chosen device."""
+    from plfw.evaluate import bicubic
+
+    if args.model == "bicubic":
+        return bicubic(args.scale)
+    from plfw.generators import load_generator, runner
+    from plfw.runtime import make_runtime
+
+    rt = make_runtime(args.device, args.precision, "false")
+    module, out_range = load_generator(args.model)
+    if getattr(module, "scale", args.scale) != args.scale:
+        raise UserError(f"{args.model}: the model upscales x{module.scale}, not "
+                        f"--scale {args.scale}")
+    return runner(module.to(rt.device), out_range, rt)
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
@@ -147,13 +174,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_resume)
 
-    p = sub.add_parser("eval", help="PSNR-Y / SSIM-Y of bicubic or a model",
-                       description="Per-image and mean PSNR-Y / SSIM-Y (BT.601 Y, border = scale).")
-    p.add_argument("--model", required=True,
+    p = sub.add_parser("eval", help="score bicubic, a model or a folder of SR images",
+                       description="Per-image and mean scores against HR images (PSNR-Y / "
+                                   "SSIM-Y by default: BT.601 Y, border = scale), of a model "
+                                   "run on the LR images (--model) or of existing SR images "
+                                   "(--sr, matched to HR by file stem: " + _SUFFIX_HELP + ").")
+    p.add_argument("--model",
                    help="'bicubic', a checkpoint, an exported generator or a bundled model name")
+    p.add_argument("--sr", help="folder of SR images to score as they are (instead of --model)")
     p.add_argument("--hr", required=True, help="folder of HR images")
     p.add_argument("--lr", help="folder of LR images (default: MATLAB-compatible bicubic "
                                 "downscale of the HR images)")
+    p.add_argument("--metrics", default="psnr_y,ssim_y",
+                   help="comma-separated metric plugins (default psnr_y,ssim_y; also "
+                        "st_lpips_alex, st_lpips_vgg offline, lpips_alex, lpips_vgg, dists; "
+                        "see plfw plugins)")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--border", type=int, default=-1, help="pixels cropped (default: scale)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")

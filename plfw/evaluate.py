@@ -7,7 +7,7 @@ are scored on their single channel, as the paper's tools did.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from plfw.errors import UserError
 from plfw.images import list_images, load_gray_or_rgb
 from plfw.imresize import bicubic_downscale_uint8, imresize
 from plfw.metrics import psnr_y, ssim_y
+from plfw.stems import SUFFIX_HELP, match_stems
 
 Method = Callable[[torch.Tensor], torch.Tensor]
 
@@ -69,16 +70,49 @@ def bicubic(scale: int) -> Method:
 def _match_channels(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     if hr.shape[0] == 1 and sr.shape[0] == 3:
         return sr.mean(0, keepdim=True)
+    if hr.shape[0] == 3 and sr.shape[0] == 1:
+        return sr.expand(3, -1, -1)
     return sr
 
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
+DEFAULT_METRICS = ("psnr_y", "ssim_y")
 
 
 def default_metrics(border: int) -> dict[str, Metric]:
     """PSNR-Y and SSIM-Y with ``border`` pixels cropped: the paper's measures."""
     return {"psnr_y": lambda sr, hr: psnr_y(sr, hr, border),
             "ssim_y": lambda sr, hr: ssim_y(sr, hr, border)}
+
+
+def build_metrics(names: Sequence[str], border: int) -> dict[str, Metric]:
+    """Metric plugins by name (an unknown name is a one-line error with the closest names),
+    each with ``border`` filled in when it takes one, so every metric cuts the same border."""
+    from plfw.plugins import get_plugins
+
+    registry = get_plugins().registry
+    metrics: dict[str, Metric] = {}
+    for name in dict.fromkeys(n.strip() for n in names if n.strip()):
+        spec = registry.with_defaults("metric", name, border=border)
+        metrics[name] = registry.build("metric", spec, "--metrics")
+    if not metrics:
+        raise UserError(f"--metrics is empty; e.g. --metrics {','.join(DEFAULT_METRICS)}")
+    return metrics
+
+
+def _scores(images: Iterable[tuple[str, torch.Tensor, torch.Tensor]],
+            metrics: Mapping[str, Metric], progress: Callable[[str], None] | None
+            ) -> dict[str, Any]:
+    """Per-image rows and means over (name, sr, hr) triples (sr already on hr's channels)."""
+    rows = []
+    for name, sr, hr in images:
+        rows.append({"name": name, **{k: float(m(sr, hr)) for k, m in metrics.items()}})
+        if progress:
+            progress(name)
+    if not rows:
+        raise UserError("nothing to evaluate: no image pairs")
+    means = {k: sum(r[k] for r in rows) / len(rows) for k in metrics}
+    return {**means, "images": len(rows), "per_image": rows}
 
 
 def evaluate(method: Method, pairs: Sequence[Pair], border: int,
@@ -89,16 +123,61 @@ def evaluate(method: Method, pairs: Sequence[Pair], border: int,
     if not pairs:
         raise UserError("nothing to evaluate: no image pairs")
     metrics = metrics or default_metrics(border)
-    rows = []
-    for pair in pairs:
-        lr = pair.lr if pair.lr.shape[0] == 3 else pair.lr.expand(3, -1, -1)
-        with torch.inference_mode():
-            sr = _match_channels(method(lr).float().cpu(), pair.hr)
-        rows.append({"name": pair.name, **{k: float(m(sr, pair.hr)) for k, m in metrics.items()}})
-        if progress:
-            progress(pair.name)
-    means = {k: sum(r[k] for r in rows) / len(rows) for k in metrics}
-    return {**means, "images": len(rows), "per_image": rows}
+
+    def images() -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        for pair in pairs:
+            lr = pair.lr if pair.lr.shape[0] == 3 else pair.lr.expand(3, -1, -1)
+            with torch.inference_mode():
+                sr = _match_channels(method(lr).float().cpu(), pair.hr)
+            yield pair.name, sr, pair.hr
+
+    return _scores(images(), metrics, progress)
+
+
+def sr_files(sr_dir: str | Path, hr_dir: str | Path, limit: int = 0
+             ) -> list[tuple[str, Path, Path]]:
+    """(name, SR file, HR file) for every HR image, its SR output found by stem with the
+    suffix rule of :mod:`plfw.stems`; a missing SR image is a one-line error naming it."""
+    hr_paths = list_images(hr_dir)
+    if limit:
+        hr_paths = hr_paths[:limit]
+    candidates: dict[str, Path] = {}
+    for path in list_images(sr_dir):
+        if path.stem in candidates:
+            raise UserError(f"{sr_dir}: two images named {path.stem!r} "
+                            f"({candidates[path.stem].name}, {path.name}); keep one")
+        candidates[path.stem] = path
+    found = match_stems([p.stem for p in hr_paths], candidates, str(sr_dir))
+    missing = [p.name for p in hr_paths if p.stem not in found]
+    if missing:
+        shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+        raise UserError(f"{sr_dir}: no SR image for {len(missing)} of {len(hr_paths)} HR images "
+                        f"({shown}); SR files are matched by name: {SUFFIX_HELP}")
+    return [(p.stem, found[p.stem], p) for p in hr_paths]
+
+
+def evaluate_sr(sr_dir: str | Path, hr_dir: str | Path, scale: int,
+                metrics: Mapping[str, Metric], limit: int = 0,
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Score existing SR images against HR ones, exactly as :func:`evaluate` scores a model.
+
+    An SR image must have the HR size, or the HR size cut down to a multiple of ``scale`` (what
+    upscaling the usual LR gives; the HR image is then cropped the same way, as for a model)."""
+    files = sr_files(sr_dir, hr_dir, limit)
+
+    def images() -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        for name, sr_path, hr_path in files:
+            sr, hr = load_gray_or_rgb(sr_path), load_gray_or_rgb(hr_path)
+            h, w = hr.shape[-2:]
+            if tuple(sr.shape[-2:]) == (h - h % scale, w - w % scale):
+                hr = hr[:, : h - h % scale, : w - w % scale]
+            if sr.shape[-2:] != hr.shape[-2:]:
+                raise UserError(f"{sr_path}: SR image is {sr.shape[-1]}x{sr.shape[-2]} but HR "
+                                f"{hr_path} is {w}x{h}; they must match (or the HR cut to a "
+                                f"multiple of --scale {scale})")
+            yield name, _match_channels(sr, hr), hr
+
+    return _scores(images(), metrics, progress)
 
 
 def dataset_pairs(dataset: Any, limit: int = 0) -> list[Pair]:

@@ -23,6 +23,7 @@ from plfw.errors import UserError
 from plfw.images import IMAGE_SUFFIXES, load_image, save_image
 from plfw.imresize import bicubic_downscale_uint8
 from plfw.mos.study import ANCHORS, FORMAT, MANIFEST, NEAREST, ORIGINAL, Item, Study, load_study
+from plfw.stems import match_stems
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}$")
 
@@ -43,6 +44,20 @@ def scan_images(root: Path, dataset: str | None) -> dict[tuple[str, str], Path]:
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         found.update({(sub.name, stem): p for stem, p in _images_in(sub).items()})
     return found
+
+
+def match_references(found: dict[tuple[str, str], Path], refs: dict[tuple[str, str], Path],
+                     where: str) -> dict[tuple[str, str], Path]:
+    """``found`` re-keyed by the reference image each file is an output of, per data set, with
+    plfw's one stem rule (plfw.stems: ``baby_x4.png`` from ``plfw upscale`` is ``baby``)."""
+    by_set: dict[str, dict[str, Path]] = {}
+    for (label, stem), path in found.items():
+        by_set.setdefault(label, {})[stem] = path
+    out = {}
+    for label, files in by_set.items():
+        stems = [stem for d, stem in refs if d == label]
+        out.update({(label, stem): p for stem, p in match_stems(stems, files, where).items()})
+    return out
 
 
 def _images_in(folder: Path) -> dict[str, Path]:
@@ -100,7 +115,8 @@ def create_study(study_dir: str | Path, methods: dict[str, Path], reference: str
                  calibration: int = 3, seed: int | None = None) -> Study:
     """Check every input image, then write the study folder (all or nothing: a failed create
     leaves no folder behind). ``methods`` maps a display name to a folder laid out like
-    ``reference`` (same data-set subfolders, same image stems; extension may differ)."""
+    ``reference`` (same data-set subfolders, same image stems, or stems with the suffixes SR
+    tools add, e.g. ``plfw upscale``'s ``_x4``: see plfw.stems; extension may differ)."""
     study_dir = Path(study_dir)
     if study_dir.exists() and (not study_dir.is_dir() or any(study_dir.iterdir())):
         raise UserError(f"{study_dir} already exists and is not empty; choose a new study folder")
@@ -119,8 +135,9 @@ def create_study(study_dir: str | Path, methods: dict[str, Path], reference: str
     for name, folder in methods.items():
         if not Path(folder).is_dir():
             raise UserError(f"--methods {name}={folder}: not a folder")
-        sources[name] = scan_images(Path(folder), dataset)
-    lrs = scan_images(Path(lr), dataset) if lr is not None else None
+        sources[name] = match_references(scan_images(Path(folder), dataset), refs, str(folder))
+    lrs = (match_references(scan_images(Path(lr), dataset), refs, str(lr)) if lr is not None
+           else None)
     for name, found in [*sources.items(), *([("--lr", lrs)] if lrs is not None else [])]:
         missing = sorted(set(refs) - set(found))
         if missing:
