@@ -135,6 +135,15 @@ def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
     assert again["sets"] == {"other": ["img00", "img01", "img02"]}
     assert json.loads((out / "report.json").read_text())["sets"] == data["sets"]
 
+    # The same runs, rated by people: a MOS study with one method per run.
+    study = tmp_path / "mos"
+    assert main(["mos", "create", str(study), "--from-ablation", str(out), "--seed", "1",
+                 "--calibration", "1"]) == 0
+    manifest = json.loads((study / "study.json").read_text())
+    assert {"bicubic", "mse", "gan"} <= set(manifest["methods"])
+    assert manifest["datasets"] == ["a", "b"] and len(manifest["images"]) == 4
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mos.inputs")]
+
 
 def test_changed_config_is_refused(tmp_path: Path) -> None:
     from plfw.config import to_dict

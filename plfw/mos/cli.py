@@ -19,10 +19,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     create = sub.add_parser("create", help="make a study folder from several methods' outputs")
     create.add_argument("study", type=Path, help="new study folder")
-    create.add_argument("--methods", nargs="+", required=True, metavar="NAME=DIR",
+    create.add_argument("--methods", nargs="+", metavar="NAME=DIR",
                         help="each method's output folder (same image names as --reference)")
-    create.add_argument("--reference", type=Path, required=True, metavar="DIR",
+    create.add_argument("--reference", type=Path, metavar="DIR",
                         help="original (HR) images; subfolders are data sets")
+    create.add_argument("--from-ablation", type=Path, metavar="DIR",
+                        help="instead of --methods/--reference: rate bicubic and each finished "
+                             "run (first seed) of the plfw ablate output folder DIR on its "
+                             "evaluation images")
+    create.add_argument("--run", action="append", metavar="NAME",
+                        help="with --from-ablation: only this run (repeatable)")
     create.add_argument("--scale", type=int, default=4,
                         help="SR factor, for the nearest-neighbour anchor (default 4)")
     create.add_argument("--lr", type=Path, metavar="DIR",
@@ -67,9 +73,22 @@ def run(args: argparse.Namespace) -> int:
     if args.mos_command == "create":
         from plfw.mos.create import create_study
 
-        study = create_study(args.study, _methods(args.methods), args.reference,
-                             scale=args.scale, lr=args.lr, dataset=args.dataset,
-                             calibration=args.calibration, seed=args.seed)
+        if args.from_ablation is not None:
+            if args.methods or args.reference:
+                raise UserError("--from-ablation makes the methods and the reference itself; "
+                                "drop --methods/--reference")
+            from plfw.mos.from_ablation import create_from_ablation
+
+            study = create_from_ablation(args.study, args.from_ablation,
+                                         calibration=args.calibration, seed=args.seed,
+                                         runs=args.run)
+        elif not args.methods or args.reference is None:
+            raise UserError("plfw mos create needs --methods NAME=DIR ... and --reference DIR, "
+                            "or --from-ablation DIR")
+        else:
+            study = create_study(args.study, _methods(args.methods), args.reference,
+                                 scale=args.scale, lr=args.lr, dataset=args.dataset,
+                                 calibration=args.calibration, seed=args.seed)
         print(f"created {study.root}: {len(study.images)} images x {len(study.methods)} versions "
               f"({', '.join(study.methods)}) in data set(s) {', '.join(study.datasets)}; "
               f"{len(study.calibration_items)} calibration items")
