@@ -120,12 +120,13 @@ def test_journey_upscale_eval_mos(capsys: pytest.CaptureFixture[str], tmp_path: 
         img = load_image(hr / name)
         save_image(bicubic_downscale_uint8(img * 255, 4).float() / 255, lr / name)
     scores = {}
-    for model in ("srresnet", "srgan"):
+    # srresnet keeps upscale's default `<stem>_x4` names; srgan writes bare stems.
+    for model, suffix, names in (("srresnet", [], ["camera_x4.png", "grass_x4.png"]),
+                                 ("srgan", ["--suffix", ""], ["camera.png", "grass.png"])):
         out = tmp_path / f"up_{model}"
         code, _, _ = run(capsys, "upscale", str(lr), "--model", model, "--out", str(out),
-                         "--device", "cpu", "--quiet")
-        assert code == 0 and sorted(p.name for p in out.iterdir()) == ["camera_x4.png",
-                                                                       "grass_x4.png"]
+                         "--device", "cpu", "--quiet", *suffix)
+        assert code == 0 and sorted(p.name for p in out.iterdir()) == names
         code, text, _ = run(capsys, "eval", "--sr", str(out), "--hr", str(hr), "--metrics",
                             "psnr_y,ssim_y,st_lpips_alex", "--json")
         assert code == 0
