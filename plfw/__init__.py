@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from plfw.imresize import imresize as matlab_imresize
     from plfw.metrics import psnr_y, rgb_to_y, ssim_y
     from plfw.registry import Register, Registry
+    from plfw.trainer import Trainer
     from plfw.weights import (
         Hub,
         Packaged,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 #: public name -> the internal module that defines it (imported on first access)
 _LAZY = {
     **dict.fromkeys(("Register", "Registry"), "plfw.registry"),
+    "Trainer": "plfw.trainer",
     **dict.fromkeys(("InputSpec", "freeze", "is_frozen", "IMAGENET", "CAFFE", "UNIT", "SIGNED"),
                     "plfw.features"),
     **dict.fromkeys(("resolve_weights", "read_weights", "load_weights", "offline", "Hub",
@@ -94,6 +96,7 @@ __all__ = [
     "Register",
     "Registry",
     "Source",
+    "Trainer",
     "Unavailable",
     "UserError",
     "__version__",

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from torch import nn
 
-import plfw
 from plfw.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from plfw.checkpoint import safe_load
 from plfw.errors import UserError
@@ -83,7 +82,7 @@ def infer_srresnet(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def _build(spec: dict[str, Any], weights: dict[str, torch.Tensor], source: str) -> nn.Module:
-    module = plfw.build("generator", spec, f"generator in {source}")
+    module = get_plugins().registry.build("generator", spec, f"generator in {source}")
     try:
         module.load_state_dict(weights)
     except RuntimeError as exc:
@@ -166,7 +165,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
 def _recognise(state: dict[str, torch.Tensor], path: Path) -> LoadedGenerator:
     """Architecture and weights from a plain state dict, trying each loader in turn."""
     tried = []
-    for name in plfw.list_components("generator"):
+    for name in get_plugins().registry.names("generator"):
         try:
             factory = get_plugins().registry.get("generator", name).factory
         except UserError:

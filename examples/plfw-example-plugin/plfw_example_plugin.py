@@ -13,9 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import plfw
-from plfw.errors import UserError, suggest
-from plfw.features import InputSpec, freeze
-from plfw.registry import Register
+from plfw import InputSpec, Register, UserError, freeze, suggest
 
 
 @dataclass
