@@ -35,8 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import plfw
-from plfw.errors import UserError
-from plfw.registry import Register
+from plfw import Register, UserError
 
 State = dict[str, torch.Tensor]
 
