@@ -71,7 +71,8 @@ def train_job(ab: Ablation, job: Job, log: Any = print, progress: bool = False) 
     resume = CheckpointDir(run_dir / "checkpoints", cfg.train.keep_last).latest() is not None
     if not resume:
         state = {}
-    state.update(overrides=[*ab.overrides, *ab.runs[job.run]], config=resolved, finished=False,
+    state.update(overrides=[*ab.spec.overrides, *ab.runs[job.run], *ab.extra], config=resolved,
+                 finished=False,
                  run=job.run, seed=job.seed)
     state.setdefault("train_seconds", 0.0)
     log(f"plfw ablate: {job.label}: {'resuming' if resume else 'training'} in {run_dir}")
@@ -104,7 +105,8 @@ def run_ablation(path: str | Path, out: str | Path | None = None,
                  overrides: list[str] | None = None, only: list[str] | None = None,
                  report_only: bool = False, progress: bool = False, log: Any = print,
                  eval_hr: str | None = None, eval_lr: str | None = None,
-                 device: str | None = None, report: bool = True) -> Path | None:
+                 device: str | None = None, report: bool = True,
+                 seeds: list[int] | None = None) -> Path | None:
     """Train (or skip/resume) every job, then score the finished ones and write the report.
     ``eval_hr`` / ``eval_lr`` replace the file's evaluation images."""
 
@@ -121,6 +123,12 @@ def run_ablation(path: str | Path, out: str | Path | None = None,
             raise UserError(f"--run {unknown[0]}: no such run in {ab.path}"
                             f"{suggest(unknown[0], ab.runs)}")
         jobs = [j for j in jobs if j.run in only]
+    if seeds:
+        known = sorted({j.seed for j in ab.jobs if j.seed is not None})
+        unknown = [s for s in seeds if s not in known]
+        if unknown:
+            raise UserError(f"--seed {unknown[0]}: {ab.path} has seeds {known or 'none'}")
+        jobs = [j for j in jobs if j.seed in seeds]
     if not report_only:
         previous = signal.signal(signal.SIGTERM, _terminate)
         try:
@@ -145,7 +153,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
                  report_only=args.report_only, progress=not args.quiet,
                  log=lambda line: print(line, file=sys.stderr, flush=True),
                  eval_hr=args.hr, eval_lr=args.lr, device=args.device,
-                 report=not args.no_report)
+                 report=not args.no_report, seeds=args.seed)
     return 0
 
 
@@ -163,6 +171,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", help="output folder (default: runs/<ablation file stem>)")
     p.add_argument("--run", action="append", metavar="NAME",
                    help="train only this run (repeatable); the report covers all finished runs")
+    p.add_argument("--seed", action="append", type=int, metavar="N",
+                   help="train only this seed (repeatable): e.g. one process per seed on a GPU")
     p.add_argument("--report-only", action="store_true",
                    help="do not train; score the finished runs and rewrite the report")
     p.add_argument("--no-report", action="store_true", help="train only; write no report")

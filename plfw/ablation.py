@@ -3,7 +3,9 @@
 An ablation file is YAML validated against :class:`AblationFile` with the same dataclass
 machinery as run configs. Each (run, seed) becomes one ordinary training config, a *job*, with
 its own run directory: ``<out>/<run>`` without ``seeds``, ``<out>/<run>/seed<N>`` with them.
-Overrides may use ``{out}`` (the ablation's output folder) and ``{seed}``.
+Overrides may use ``{out}`` (the ablation's output folder) and ``{seed}``. An ablation file may
+``extends:`` another (mappings merge, lists and values replace; ``base`` and relative paths are
+read relative to the file that is loaded), e.g. the GPU-sized variant of a study.
 Running the jobs lives in :mod:`plfw.ablate`, scoring and the report in :mod:`plfw.ablate_report`.
 """
 
@@ -126,7 +128,7 @@ def _check_overrides(items: list[str], where: str) -> None:
 
 def _job_config(ab: Ablation, run: str, seed: int | None) -> Config:
     data = config_mod.read_config_file(ab.base)
-    items = [*ab.overrides, *ab.runs[run]]
+    items = [*ab.spec.overrides, *ab.runs[run], *ab.extra]  # the command line has the last word
     for item in items:
         item = item.replace(OUT_TOKEN, str(ab.out))
         item = item.replace(SEED_TOKEN, str(seed if seed is not None else data.get("seed", 0)))
@@ -171,7 +173,7 @@ def load_ablation(path: str | Path, out: Path | None = None,
     """Read and check an ablation file, building every job's config (so a typo in the last
     run fails before the first one trains). ``extra`` overrides go after the file's own."""
     path = Path(path)
-    data = config_mod.read_yaml(path)
+    data = config_mod.read_config_file(path)
     if isinstance(data.get("runs"), dict):  # `name:` with nothing after it means no overrides
         data["runs"] = {k: ([] if v is None else v) for k, v in data["runs"].items()}
     if isinstance(data.get("runs"), dict):

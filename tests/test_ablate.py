@@ -208,7 +208,9 @@ def test_training_networks(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", ["ablation/paper_table1.yaml", "ablation/beyond_vgg.yaml",
-                                  "ablation/cpu_quick.yaml", "study/loss_networks.yaml"])
+                                  "ablation/cpu_quick.yaml", "study/loss_networks.yaml",
+                                  "study/loss_networks_gpu.yaml",
+                                  "study/loss_networks_online.yaml"])
 def test_shipped_ablations_load(path: str) -> None:
     ab = load_ablation(REPO / "configs" / path)
     assert ab.out == Path("runs") / Path(path).stem
@@ -296,3 +298,38 @@ def test_bootstrap_of_one_seed_is_the_usual_interval_of_a_mean() -> None:
     assert means["x"].high - means["x"].low == pytest.approx(2 * half, rel=0.1)
     with pytest.raises(ValueError, match="same images"):
         compare({"a": [[1.0, 2.0]], "b": [[1.0]]})
+
+
+@pytest.mark.slow
+def test_study_variants_build_here() -> None:
+    """The GPU variant extends the CPU study; the online one builds offline with weights: none."""
+    import plfw
+
+    gpu = load_ablation(REPO / "configs" / "study" / "loss_networks_gpu.yaml")
+    cpu = load_ablation(REPO / "configs" / "study" / "loss_networks.yaml")
+    assert gpu.runs == cpu.runs and gpu.spec.seeds == cpu.spec.seeds
+    first = gpu.jobs[0].config
+    assert first.data.batch_size == 16 and first.data.train["crop"] == 96
+    assert first.phases["srgan"].steps > cpu.jobs[0].config.phases["srgan"].steps
+
+    online = load_ablation(REPO / "configs" / "study" / "loss_networks_online.yaml",
+                           extra=["phases.srgan.losses.content.network.weights=none"])
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    for job in online.jobs[: len(online.runs)]:  # seed 0 of every run
+        spec = dict(job.config.phases["srgan"].losses["content"])
+        spec.pop("weight"), spec.pop("match_gradient")
+        loss = plfw.build("loss", spec)
+        loss.set_image_range(-1.0, 1.0)
+        loss.calibrate(x)
+        value = loss(x.flip(-1), x)
+        assert torch.isfinite(value) and value > 0, job.label
+
+
+def test_seed_filter(tmp_path: Path) -> None:
+    path = _ablation(tmp_path, runs={"mse": ["phases.srgan=null"]})
+    lines: list[str] = []
+    run_ablation(path, tmp_path / "out", seeds=[1], report=False, log=lines.append)
+    assert (tmp_path / "out" / "mse" / "seed1" / "ablate.json").is_file()
+    assert not (tmp_path / "out" / "mse" / "seed0").exists()
+    with pytest.raises(UserError, match="--seed 5: .* has seeds \\[0, 1\\]"):
+        run_ablation(path, tmp_path / "out", seeds=[5], report=False, log=lines.append)

@@ -153,6 +153,8 @@ class TimmParams:
     model: str = MISSING
     taps: list[str] = field(default_factory=lambda: ["3"])
     weights: str = "none"
+    # extra timm.create_model arguments, e.g. {dynamic_img_size: true} for ViTs on SR crops
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def _heads(net: nn.Module) -> list[str]:
@@ -187,14 +189,20 @@ def build_timm(params: TimmParams, registry: Registry | None = None) -> TapExtra
                                sources={"timm": None}, where=where)
     if params.weights == "timm" and file is None:
         try:
-            net = timm.create_model(params.model, pretrained=True, num_classes=0)
+            net = timm.create_model(params.model, pretrained=True, num_classes=0,
+                                    **params.model_kwargs)
         except Exception as exc:
             raise UserError(
                 f"{where}: could not get timm's pretrained weights ({type(exc).__name__}); "
                 f"offline, use weights: none, a local file path, or a plfw_resolve_weights plugin"
             ) from None
     else:
-        net = timm.create_model(params.model, pretrained=False, num_classes=0)
+        try:
+            net = timm.create_model(params.model, pretrained=False, num_classes=0,
+                                    **params.model_kwargs)
+        except TypeError as exc:
+            raise UserError(f"{where}: model_kwargs {params.model_kwargs} rejected by timm "
+                            f"({exc})") from None
         if file is not None:
             load_weights(net, read_weights(file, where), where, str(file), ignore=_heads(net))
     taps = _tap_modules(net, params.taps, _feature_modules(net), where)
