@@ -528,7 +528,9 @@ def write_report(ab: Ablation, device: str = "auto", log: Any = print,
     lines += ["## Runs", "", "| run | overrides |", "|---|---|"]
     for run, items in ab.runs.items():
         lines.append(f"| {run} | " + ("<br>".join(f"`{o}`" for o in items) or "-") + " |")
-    lines += ["", f"All training together: {_duration(train_total)}; scoring and this report: "
+    command = " ".join(["plfw ablate", str(ab.path), *ab.extra, "--out", str(ab.out)])
+    lines += ["", f"Command: `{command}`. All training together: {_duration(train_total)} "
+              f"(wall time, summed over jobs and resumptions); scoring and this report: "
               f"{_duration(time.perf_counter() - started)}.", ""]
     if ab.spec.notes:
         lines += ["## What this comparison can and cannot show", "", ab.spec.notes.strip(), ""]
