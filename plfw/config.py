@@ -80,11 +80,48 @@ class Config:
     notes: str = ""  # free text, e.g. how this config departs from the paper
 
 
+#: Most values a YAML document may stand for once its aliases are expanded. A config has a few
+#: hundred; eight lines of nested aliases can stand for 10^8 and hang everything downstream.
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values ``node`` stands for with every alias expanded (memoised per node: linear time)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = 1  # a recursive alias counts once instead of looping
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[id(node)] = total
+    return total
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` that refuses documents whose aliases expand past MAX_YAML_NODES."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if node is None:
+        return None
+    size = _expanded_size(node, {})
+    if size > MAX_YAML_NODES:
+        raise UserError(f"{where}: YAML aliases expand to {size:.3g} values (at most "
+                        f"{MAX_YAML_NODES:,}); write the values out instead of nesting aliases")
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from ``path`` (config, ablation file), every mistake as one line."""
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).replace("\n", " ")
         raise UserError(f"{path}: not valid YAML: {first}") from None
@@ -126,7 +163,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         raise UserError(f"override '{item}' is not of the form key=value (e.g. train.log_every=10)")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw, f"override '{item}'") if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     parts = [p for p in key.strip().split(".") if p]
