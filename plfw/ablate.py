@@ -16,27 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from plfw import config as config_mod
-from plfw.ablation import Ablation, Job, load_ablation
+from plfw.ablation import STATE_FILE, Ablation, Job, load_ablation, read_state
 from plfw.checkpoint import CheckpointDir, atomic_write_bytes
 from plfw.errors import UserError, suggest
 
-STATE_FILE = "ablate.json"
 #: Settings that change how a run executes, not what it learns: they may differ between the
 #: invocations that train and resume one run.
 RUNTIME_KEYS = {"train": ("device", "threads", "compile", "log_every", "val_every",
                           "checkpoint_every", "keep_last", "sample_images"),
                 "data": ("workers",)}
-
-
-def read_state(run_dir: Path) -> dict[str, Any]:
-    """A job's ``ablate.json`` (empty when it never ran or the file is damaged)."""
-    path = run_dir / STATE_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _learned(config: dict[str, Any]) -> dict[str, Any]:
@@ -85,20 +73,6 @@ def train_job(ab: Ablation, job: Job, log: Any = print, progress: bool = False) 
         if run_dir.is_dir():
             atomic_write_bytes(run_dir / STATE_FILE, json.dumps(state, indent=2).encode())
     return "resumed" if resume else "trained"
-
-
-def final_model(cfg: config_mod.Config) -> Path | None:
-    """The exported generator of the run's last phase that trained."""
-    for name in reversed(list(cfg.phases)):
-        path = Path(cfg.run_dir) / "models" / f"{name}.pt"
-        if cfg.phases[name].steps > 0 and path.is_file():
-            return path
-    return None
-
-
-def finished_model(job: Job) -> Path | None:
-    """The job's final generator if the job finished, else None."""
-    return final_model(job.config) if read_state(job.run_dir).get("finished") else None
 
 
 def run_ablation(path: str | Path, out: str | Path | None = None,

@@ -22,10 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-import plfw
 from plfw import bootstrap
-from plfw.ablate import finished_model, read_state
-from plfw.ablation import Ablation, EvalSet, Job, training_networks
+from plfw.ablation import Ablation, EvalSet, Job, finished_model, read_state, training_networks
 from plfw.checkpoint import atomic_write_bytes
 from plfw.errors import UserError
 from plfw.evaluate import Pair, bicubic, load_pairs
@@ -59,15 +57,15 @@ class Scores:
 def _metrics(ab: Ablation) -> list[MetricInfo]:
     from plfw.plugins import get_plugins
 
+    registry = get_plugins().registry
     infos, seen = [], set()
     for spec in ab.spec.metrics:
         name, params = split_spec(spec, f"{ab.path}: metrics")
-        fields = getattr(get_plugins().registry.get("metric", name).params,
-                         "__dataclass_fields__", {})
+        fields = getattr(registry.get("metric", name).params, "__dataclass_fields__", {})
         if "border" in fields:  # the benchmark protocol: border = scale, like PSNR
             params.setdefault("border", ab.scale)
         full = {"name": name, **params}
-        fn = plfw.build("metric", full, f"{ab.path}: metrics")
+        fn = registry.build("metric", full, f"{ab.path}: metrics")
         label = name if name not in seen else f"{name}#{len(seen)}"
         seen.add(name)
         infos.append(MetricInfo(label, full, bool(getattr(fn, "higher_is_better", True)),

@@ -11,6 +11,7 @@ Running the jobs lives in :mod:`plfw.ablate`, scoring and the report in :mod:`pl
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ OUT_TOKEN = "{out}"
 SEED_TOKEN = "{seed}"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SET_NAME = RUN_NAME
+STATE_FILE = "ablate.json"  # in each job's run directory: its config, finished flag, time
 
 
 @dataclass
@@ -251,3 +253,28 @@ def training_networks(cfg: Config) -> set[str]:
             if name:
                 names.add(name)
     return names
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """A job's ``ablate.json`` (empty when it never ran or the file is damaged)."""
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def final_model(cfg: Config) -> Path | None:
+    """The exported generator of the run's last phase that trained."""
+    for name in reversed(list(cfg.phases)):
+        path = Path(cfg.run_dir) / "models" / f"{name}.pt"
+        if cfg.phases[name].steps > 0 and path.is_file():
+            return path
+    return None
+
+
+def finished_model(job: Job) -> Path | None:
+    """The job's final generator if the job finished, else None."""
+    return final_model(job.config) if read_state(job.run_dir).get("finished") else None

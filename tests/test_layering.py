@@ -24,11 +24,6 @@ def module_name(path: Path) -> str:
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
-# The ablation modules are being rewritten (issue 12's ablation part, in progress); these are
-# the only layering faults left there. Delete the allowance when that rewrite lands: nothing
-# else may be added to it.
-ALLOWED_CYCLES = {"plfw.ablate -> plfw.ablate_report -> plfw.ablate"}
-ALLOWED_FACADE_IMPORTS = {"plfw.ablate_report"}
 
 
 def runtime_nodes(tree: ast.AST) -> list[ast.AST]:
@@ -103,7 +98,7 @@ def test_no_import_cycles() -> None:
 
     for name in sorted(graph):
         visit(name, [])
-    cycles = sorted(set(cycles) - ALLOWED_CYCLES)
+    cycles = sorted(set(cycles))
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
@@ -111,7 +106,7 @@ def test_package_modules_do_not_import_the_public_facade() -> None:
     """``plfw/__init__`` is the plugin API on top of the package (it imports its names lazily);
     the package's own modules import each other directly, so the facade cannot hide a cycle.
     Only the command line, the very top, reads it (for ``__version__``)."""
-    top = {"plfw", "plfw.cli", "plfw.__main__", *ALLOWED_FACADE_IMPORTS}
+    top = {"plfw", "plfw.cli", "plfw.__main__"}
     offenders = [f"{name}: imports plfw" for name in MODULES if name not in top
                  and "plfw" in edges(name)]
     assert not offenders, "\n".join(offenders)
