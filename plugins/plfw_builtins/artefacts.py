@@ -1,0 +1,116 @@
+"""``periodic_db``: how much more periodic (checkerboard) energy an SR image has than its HR image.
+
+Sub-pixel convolution (pixel shuffle) at scale s makes each output pixel's value depend on its
+position modulo s; when the s^2 sub-filters disagree, a pattern with period s appears, which is
+energy at exactly the spatial frequencies k/s cycles per pixel (k = 1..s-1, and 1/2 for the
+x2 stages of a x4 network). Natural images have no spectral peak there, so the measure compares
+each such frequency with its neighbourhood:
+
+1. luma (BT.601, [0, 1]) with ``border`` pixels cut off; a Welch power spectrum: the mean of
+   |FFT|^2 over half-overlapping ``tile`` x ``tile`` tiles with a 2-D Hann window;
+2. at every grid frequency (ky, kx) in {0, 1/s, ..., (s-1)/s}^2 except (0, 0), the peak ratio
+   P(peak) / median(P over the ring of bins 2 to 3 away; the Hann window leaks a true peak into
+   the adjacent bins, which are skipped);
+3. the image's periodic energy E = mean of the peak ratios;
+4. the score is ``10 log10(E_SR / E_HR)`` dB: 0 means no more periodic energy than the HR
+   image, a few dB is a visible grid. Lower is better.
+
+Comparing with HR cancels what the image itself has at those frequencies (JPEG's 8x8 blocks,
+man-made regular textures).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+import plfw
+from plfw import UserError
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass
+class PeriodicParams:
+    """Excess periodic energy at the sub-pixel grid's frequencies (dB vs HR; lower is better)."""
+
+    period: int = 4  # the upscaling factor whose grid is looked for
+    tile: int = 64  # Welch tile side (a multiple of period)
+    border: int = 4
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    x = x.float()
+    if x.shape[0] == 1:
+        return x[0]
+    return sum(c * w for c, w in zip(x, _LUMA, strict=True))
+
+
+def welch_spectrum(y: torch.Tensor, tile: int) -> torch.Tensor:
+    """Mean power spectrum of half-overlapping Hann-windowed tiles of a 2-D image."""
+    h, w = y.shape
+    step = tile // 2
+    window = torch.outer(torch.hann_window(tile, periodic=True, dtype=torch.float64),
+                         torch.hann_window(tile, periodic=True, dtype=torch.float64))
+    tiles = y.double().unfold(0, tile, step).unfold(1, tile, step).reshape(-1, tile, tile)
+    tiles = tiles - tiles.mean(dim=(-2, -1), keepdim=True)
+    return torch.fft.fft2(tiles * window).abs().square().mean(0)
+
+
+def periodic_energy(y: torch.Tensor, period: int, tile: int) -> float:
+    """Mean peak-to-neighbourhood power ratio at the grid frequencies (step 2-3 above)."""
+    power = welch_spectrum(y, tile)
+    n = tile
+    offsets = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+               if max(abs(dy), abs(dx)) >= 2]
+    ratios = []
+    for ky in range(period):
+        for kx in range(period):
+            if ky == kx == 0:
+                continue
+            py, px = ky * n // period, kx * n // period
+            ring = torch.stack([power[(py + dy) % n, (px + dx) % n] for dy, dx in offsets])
+            ratios.append(float(power[py, px] / ring.median().clamp_min(1e-30)))
+    return sum(ratios) / len(ratios)
+
+
+class PeriodicExcess:
+    """``(sr, hr) -> dB``; see the module docstring."""
+
+    higher_is_better = False
+    networks: tuple[str, ...] = ()
+
+    def __init__(self, period: int, tile: int, border: int) -> None:
+        self.period, self.tile, self.border = period, tile, border
+
+    def energy(self, x: torch.Tensor) -> float:
+        b = self.border
+        y = _luma(x[..., b:-b, b:-b] if b else x)
+        if min(y.shape) < self.tile:
+            raise UserError(f"periodic_db: image {tuple(y.shape)} (after a {b}-pixel border) "
+                            f"is smaller than one {self.tile}x{self.tile} tile; set tile lower")
+        return periodic_energy(y, self.period, self.tile)
+
+    def __call__(self, sr: torch.Tensor, hr: torch.Tensor) -> float:
+        return 10 * math.log10(self.energy(sr) / self.energy(hr))
+
+    def __repr__(self) -> str:
+        return f"periodic_db(period={self.period}, tile={self.tile}, border={self.border})"
+
+
+def build_periodic(p: PeriodicParams) -> PeriodicExcess:
+    if p.period < 2 or p.tile < 4 * p.period or p.tile % p.period or p.border < 0:
+        raise UserError(f"metric periodic_db: need period >= 2, tile a multiple of period and "
+                        f">= 4 periods, border >= 0; got period {p.period}, tile {p.tile}, "
+                        f"border {p.border}")
+    return PeriodicExcess(p.period, p.tile, p.border)
+
+
+@plfw.hookimpl
+def plfw_register_metrics(register: Any) -> None:
+    register("periodic_db", build_periodic, PeriodicParams,
+             "excess checkerboard energy at the sub-pixel grid's frequencies, dB vs HR (lower "
+             "is better; 0 = as periodic as HR)")
