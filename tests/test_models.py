@@ -106,3 +106,20 @@ def test_paper_discriminator_size() -> None:
     # dense 512*6*6*1024 + 1024 = 18,875,392; dense 1024 + 1 = 1,025.
     assert n_params(d) == 23_563_649
     assert d(torch.rand(2, 3, 96, 96)).shape == (2,)
+
+
+def test_icnr_starts_without_a_subpixel_grid() -> None:
+    """On a flat input, a random sub-pixel conv makes a 4x4 pattern; ICNR makes none."""
+    def grid_strength(icnr: bool) -> float:
+        torch.manual_seed(0)
+        g = plfw.build("generator", {"name": "srresnet", "icnr": icnr, "blocks": 2,
+                                     "channels": 16}).eval()
+        with torch.no_grad():
+            y = g(torch.full((1, 3, 48, 48), 0.5))[0, :, 80:-80, 80:-80]  # away from padding
+        return float(y.unfold(1, 4, 4).unfold(2, 4, 4).std(dim=(-1, -2)).mean())
+
+    assert grid_strength(False) > 1e-3
+    assert grid_strength(True) < 1e-6
+    g = plfw.build("generator", {"name": "srresnet", "icnr": True, "blocks": 1, "channels": 8})
+    w = g.upsample[0][0].weight
+    assert torch.equal(w[0], w[3]) and not torch.equal(w[0], w[4])  # 4 copies per channel

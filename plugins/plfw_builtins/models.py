@@ -46,6 +46,24 @@ def _conv_bn(cin: int, cout: int, k: int, batch_norm: bool, stride: int = 1) -> 
     return [conv, nn.BatchNorm2d(cout)] if batch_norm else [conv]
 
 
+@torch.no_grad()
+def icnr_(weight: torch.Tensor, factor: int) -> torch.Tensor:
+    """ICNR (Aitken et al. 2017, "Checkerboard artifact free sub-pixel convolution"): initialise
+    the convolution before a ``PixelShuffle(factor)`` so that its ``factor**2`` sub-filters per
+    output channel are equal copies of one Kaiming-initialised filter. The upsampling then starts
+    as a nearest-neighbour upscale of learned features, with no sub-pixel grid, instead of the
+    checkerboard a random initialisation gives."""
+    out_ch = weight.shape[0]
+    if out_ch % (factor * factor):
+        raise ValueError(f"ICNR: {out_ch} output channels are not a multiple of {factor}^2")
+    base = torch.empty(out_ch // (factor * factor), *weight.shape[1:], dtype=weight.dtype,
+                       device=weight.device)
+    nn.init.kaiming_normal_(base)
+    # PixelShuffle reads channel c * factor^2 + k as sub-position k of output channel c.
+    weight.copy_(base.repeat_interleave(factor * factor, dim=0))
+    return weight
+
+
 class SRResNet(nn.Module):
     """The paper's generator: LR RGB in [0, 1] -> SR RGB in ``output_range``, ``scale`` x larger.
 
@@ -57,7 +75,7 @@ class SRResNet(nn.Module):
 
     def __init__(self, scale: int = 4, blocks: int = 16, channels: int = 64,
                  batch_norm: bool = True, output_range: tuple[float, float] = (-1.0, 1.0),
-                 residual: str = "none") -> None:
+                 residual: str = "none", icnr: bool = False) -> None:
         super().__init__()
         where = "generator 'srresnet'"
         if scale not in SCALES:
@@ -81,6 +99,10 @@ class SRResNet(nn.Module):
                           nn.PReLU(channels))
             for _ in range(int(math.log2(scale)))
         ))
+        if icnr:
+            for stage in self.upsample:
+                icnr_(stage[0].weight, 2)
+                nn.init.zeros_(stage[0].bias)  # one bias per sub-pixel would be a grid too
         self.tail = nn.Conv2d(channels, 3, 9, padding=4)
         if residual == "bicubic":
             nn.init.zeros_(self.tail.weight)
@@ -146,6 +168,7 @@ class SRResNetParams:
     batch_norm: bool = True
     output_range: list[float] = field(default_factory=lambda: [-1.0, 1.0])
     residual: str = "none"
+    icnr: bool = False  # ICNR init of the sub-pixel convolutions (no checkerboard at start)
 
 
 @dataclass
@@ -157,7 +180,7 @@ class SRGANDiscriminatorParams:
 
 def build_srresnet(p: SRResNetParams) -> SRResNet:
     return SRResNet(p.scale, p.blocks, p.channels, p.batch_norm, tuple(p.output_range),
-                    p.residual)
+                    p.residual, p.icnr)
 
 
 def build_srgan_discriminator(p: SRGANDiscriminatorParams) -> SRGANDiscriminator:
