@@ -227,7 +227,7 @@ def test_spandrel_architecture_works_in_upscale_and_eval(
     assert main(["eval", "--model", str(path), "--hr", str(hr), "--scale", "4", "--json",
                  "--device", "cpu"]) == 0
     ev = capsys.readouterr()
-    assert json.loads(ev.stdout)["images"] == 1
+    assert json.loads(ev.out)["images"] == 1
 
 
 ESRGAN = REPO / "configs" / "paper" / "esrgan.yaml"
