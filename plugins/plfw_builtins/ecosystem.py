@@ -134,22 +134,18 @@ class RRDBNet(nn.Module):
         h, w = x.shape[-2:]
         u = self.unshuffle
         if u > 1:
-            # Pad to a multiple of the fold (mirrored, like Real-ESRGAN's own inference) and
-            # crop the padding's share of the output afterwards.
-            ph, pw = -h % u, -w % u
-            if ph or pw:
-                mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
-                x = F.pad(x, (0, pw, 0, ph), mode=mode)
-            x = F.pixel_unshuffle(x, u)
+            # Pad to a multiple of the fold, mirrored like Real-ESRGAN's own inference, and crop
+            # the padding's share of the output afterwards. Always padded (often by 0) so an
+            # exported graph keeps dynamic sizes; inputs under 4 px are edge-replicated.
+            mode = "reflect" if min(h, w) >= 4 else "replicate"
+            x = F.pixel_unshuffle(F.pad(x, (0, -w % u, 0, -h % u), mode=mode), u)
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
         for i in range(1, self.stages + 1):
             up = F.interpolate(feat, scale_factor=2, mode="nearest")
             feat = F.leaky_relu(getattr(self, f"conv_up{i}")(up), 0.2)
         out = self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
-        if u > 1 and (out.shape[-2] != h * self.scale or out.shape[-1] != w * self.scale):
-            out = out[..., :h * self.scale, :w * self.scale]
-        return out
+        return out[..., :h * self.scale, :w * self.scale] if u > 1 else out
 
 
 def rrdb_keys_to_basicsr(state: State) -> State | None:
