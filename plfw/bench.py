@@ -6,8 +6,9 @@ What one run measures (see docs/bench.md):
   seconds per step over ``--repeats``, images/s;
 - when a reference step file exists (``../shared/bench/reference_step.py`` by default), its
   ``build(batch, hr, mse_only)`` step, timed interleaved with ours (A B A B ...), and the ratio;
-- this machine's attainable 2048x2048 matmul FLOP/s in fp32 and bf16, interleaved too, so the
-  step's achieved FLOP/s (FlopCounterMode count / median time) becomes an efficiency;
+- this machine's attainable 2048x2048 matmul FLOP/s in the precision the step uses (the other
+  is reported as skipped), interleaved too, so the step's achieved FLOP/s (FlopCounterMode
+  count / median time) becomes an efficiency;
 - up to three instrumented steps (medians; synchronising timers on module forwards and
   optimizer steps; the timed steps carry no hooks): generator, loss network, discriminator
   forwards, optimizer, and the rest (backward passes, loss arithmetic);
@@ -329,11 +330,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "reference": str(reference_path) if reference_path else None,
         "steps": {},
     }
-    mm: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    # Only the precision the step runs in is timed: a bf16 matmul on a CPU without fast bf16
+    # takes tens of seconds and says nothing about this step.
+    used = "bf16" if rt.bf16 else "fp32"
+    mm: dict[str, list[float]] = {used: []}
 
     def measure_matmul() -> None:
-        mm["fp32"].append(matmul_flops(dev, torch.float32))
-        mm["bf16"].append(matmul_flops(dev, torch.bfloat16))
+        mm[used].append(matmul_flops(dev, torch.bfloat16 if rt.bf16 else torch.float32))
 
     for name in [s.strip() for s in args.steps.split(",") if s.strip()]:
         phase = phase_for(cfg, name)
@@ -382,10 +385,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["steps"][name] = entry
         del step, ours, ref
 
-    if mm["fp32"]:
-        peak_fp32, peak_bf16 = (statistics.median(v) / 1e9 for v in (mm["fp32"], mm["bf16"]))
-        result["matmul_gflops"] = {"fp32": round(peak_fp32, 1), "bf16": round(peak_bf16, 1)}
-        ceiling = peak_bf16 if rt.bf16 else peak_fp32
+    if mm[used]:
+        ceiling = statistics.median(mm[used]) / 1e9
+        result["matmul_gflops"] = {used: round(ceiling, 1),
+                                   ("fp32" if rt.bf16 else "bf16"): "skipped (the step does not "
+                                                                    "use it)"}
         for entry in result["steps"].values():
             entry["efficiency"] = float(f"{entry['achieved_gflops'] / ceiling:.3g}")
     folder = _loader_folder(args.loader)
@@ -438,7 +442,8 @@ def report(result: dict[str, Any]) -> str:
              f"settings: {result['settings']}"]
     if "matmul_gflops" in result:
         g = result["matmul_gflops"]
-        lines.append(f"matmul 2048^2: fp32 {g['fp32']} GFLOP/s, bf16 {g['bf16']} GFLOP/s")
+        lines.append("matmul 2048^2: " + ", ".join(
+            f"{k} {v} GFLOP/s" if isinstance(v, float) else f"{k} {v}" for k, v in g.items()))
     for name, e in result["steps"].items():
         line = f"{name:>6}: {e['images_per_s']:8.2f} img/s ({e['s_per_step']} s/step)"
         if "speedup" in e:
