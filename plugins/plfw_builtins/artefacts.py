@@ -12,8 +12,9 @@ each such frequency with its neighbourhood:
    P(peak) / median(P over the ring of bins 2 to 3 away; the Hann window leaks a true peak into
    the adjacent bins, which are skipped);
 3. the image's periodic energy E = mean of the peak ratios;
-4. the score is ``10 log10(E_SR / E_HR)`` dB: 0 means no more periodic energy than the HR
-   image, a few dB is a visible grid. Lower is better.
+4. the score is the excess ``max(0, 10 log10(E_SR / E_HR))`` dB: 0 means no more periodic
+   energy than the HR image (less is not better: it is usually blur), a few dB is a visible
+   grid. Lower is better. Images smaller than one tile use the largest tile that fits.
 
 Comparing with HR cancels what the image itself has at those frequencies (JPEG's 8x8 blocks,
 man-made regular textures).
@@ -89,13 +90,14 @@ class PeriodicExcess:
     def energy(self, x: torch.Tensor) -> float:
         b = self.border
         y = _luma(x[..., b:-b, b:-b] if b else x)
-        if min(y.shape) < self.tile:
+        tile = min(self.tile, min(y.shape) // self.period * self.period)
+        if tile < 4 * self.period:
             raise UserError(f"periodic_db: image {tuple(y.shape)} (after a {b}-pixel border) "
-                            f"is smaller than one {self.tile}x{self.tile} tile; set tile lower")
-        return periodic_energy(y, self.period, self.tile)
+                            f"is smaller than 4 periods of {self.period} pixels")
+        return periodic_energy(y, self.period, tile)
 
     def __call__(self, sr: torch.Tensor, hr: torch.Tensor) -> float:
-        return 10 * math.log10(self.energy(sr) / self.energy(hr))
+        return max(0.0, 10 * math.log10(self.energy(sr) / self.energy(hr)))
 
     def __repr__(self) -> str:
         return f"periodic_db(period={self.period}, tile={self.tile}, border={self.border})"

