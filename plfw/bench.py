@@ -39,6 +39,7 @@ from torch import nn
 from plfw.config import load_config
 from plfw.errors import UserError
 from plfw.plugins import get_plugins
+from plfw.probe import cpu_choice
 from plfw.runtime import cpu_has_fast_bf16, make_runtime
 from plfw.sampling import step_loader
 from plfw.step import build_step
@@ -326,6 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {"batch": args.batch, "crop": args.crop, "repeats": args.repeats,
                      "warmup": args.warmup, "bf16": rt.bf16, "channels_last": rt.channels_last,
                      "compile": rt.compile, "cpu_fast_bf16": cpu_has_fast_bf16(),
+                     "probe": cpu_choice() if dev.type == "cpu" else None,
                      "config": str(args.config)},
         "reference": str(reference_path) if reference_path else None,
         "steps": {},

@@ -65,6 +65,14 @@ class Runtime:
         torch.distributed.broadcast(flag, src=0)
         return bool(flag.item())
 
+    def rank0_int(self, mine: int) -> int:
+        """Rank 0's integer on every rank (one broadcast): e.g. which checkpoint all resume."""
+        if not self.distributed:
+            return mine
+        value = torch.tensor([mine], dtype=torch.int64, device=self.device)
+        torch.distributed.broadcast(value, src=0)
+        return int(value.item())
+
     def wrap(self, module: nn.Module, sync_batchnorm: bool = False) -> nn.Module:
         """``module`` in DistributedDataParallel (once) in a distributed run; else as it is.
         Only trained networks go here: a frozen loss network has nothing to reduce."""
@@ -100,24 +108,38 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def elastic_restart() -> int:
+    """How many times torchrun's elastic agent restarted this worker group (0: first start).
+    After a restart every rank must continue the run instead of starting it again."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
+
+
 def make_runtime(device: str = "auto", precision: str = "auto", channels_last: str | bool = "auto",
                  compile: str | bool = "auto", threads: int = 0) -> Runtime:
-    """Resolve 'auto' settings: bf16 and channels_last on CUDA and on CPUs with fast bf16;
-    torch.compile on CUDA only (on a few CPU cores its warm-up outlasts short runs)."""
+    """Resolve 'auto' settings: bf16 and channels_last on CUDA; on the CPU whatever the one-time
+    probe measured to be faster (``plfw.probe``); torch.compile on CUDA only (on a few CPU cores
+    its warm-up outlasts short runs)."""
     if threads > 0:
         torch.set_num_threads(threads)
     dev = pick_device(device)
-    fast = dev.type == "cuda" or cpu_has_fast_bf16()
-    if precision == "auto":
-        bf16 = fast
-    elif precision in ("fp32", "bf16"):
-        bf16 = precision == "bf16"
-    else:
+    if precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"train.precision: expected auto, fp32 or bf16, got {precision!r}")
+    last = _flag(channels_last, True, "channels_last") if str(channels_last) != "auto" else None
+    probed = None
+    if dev.type == "cpu" and (precision == "auto" or last is None):
+        from plfw.probe import cpu_choice
+
+        probed = cpu_choice()  # measured once per machine (plfw.probe)
+    bf16 = (precision == "bf16" if precision != "auto"
+            else dev.type == "cuda" or bool(probed and probed["bf16"]))
+    if last is None:
+        last = dev.type == "cuda" or bool(probed and probed["channels_last"])
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    return Runtime(dev, bf16, _flag(channels_last, fast, "channels_last"),
-                   _flag(compile, dev.type == "cuda", "compile"), rank, world)
+    return Runtime(dev, bf16, last, _flag(compile, dev.type == "cuda", "compile"), rank, world)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,13 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """plfw's cache (the speed probe) goes to a temporary folder, not the user's home; probes
+    are measured once per test session."""
+    os.environ.setdefault("PLFW_CACHE_DIR", str(tmp_path_factory.mktemp("plfw-cache")))
+
+
 @pytest.fixture(autouse=True)
 def _fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test sees plugins loaded from its own environment, not a cached set."""
