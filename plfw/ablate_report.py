@@ -425,6 +425,13 @@ def loss_curves(ab: Ablation, path: Path) -> Path | None:
 
 
 # ------------------------------------------------------------------------- the report
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
 def _fmt(value: float, metric: str) -> str:
     return f"{value:.2f}" if metric.startswith("psnr") else f"{value:.4f}"
 
@@ -547,10 +554,11 @@ def write_report(ab: Ablation, device: str = "auto", log: Any = print,
         "bootstrap": {"method": bootstrap.METHOD, "resamples": rep.bootstrap,
                       "confidence": rep.confidence, "rng": "numpy default_rng(0)"},
         "sets": {s: [p.name for p in ps] for s, ps in pairs.items()},
-        "set_folders": {s: {"hr": str(Path(ev.hr).resolve()),
-                            "lr": str(Path(ev.lr).resolve()) if ev.lr else None,
-                            "limit": ev.limit} for s, ev in ab.sets.items()},
-        "models": {j.label: str(m.resolve()) for j in ab.jobs
+        # as the ablation gives them (relative to the working directory, like all plfw paths)
+        "set_folders": {s: {"hr": ev.hr, "lr": ev.lr, "limit": ev.limit}
+                        for s, ev in ab.sets.items()},
+        # relative to this report's folder when inside it, so a moved or cloned study still works
+        "models": {j.label: _relative(m, out) for j in ab.jobs
                    if (m := finished_model(j)) is not None},
         "metrics": {m.label: {"spec": m.spec, "higher_is_better": m.higher_is_better,
                               "networks": list(m.networks)} for m in metrics},

@@ -24,13 +24,14 @@ from plfw.mos.study import Study
 REPORT = "report.json"
 
 
-def _first_seed_models(report: dict) -> dict[str, Path]:
-    """Run name -> generator of its lowest finished seed, in the report's run order."""
+def _first_seed_models(report: dict, folder: Path) -> dict[str, Path]:
+    """Run name -> generator of its lowest finished seed, in the report's run order (paths in
+    the report are relative to its folder)."""
     chosen: dict[str, tuple[str, Path]] = {}
     for label, path in report.get("models", {}).items():
         run = label.split("/")[0]
         if run not in chosen or label < chosen[run][0]:
-            chosen[run] = (label, Path(path))
+            chosen[run] = (label, folder / path)
     order = [label.split("/")[0] for label in report.get("status", {})]
     return {run: chosen[run][1] for run in dict.fromkeys(order) if run in chosen}
 
@@ -48,7 +49,7 @@ def create_from_ablation(study_dir: str | Path, ablation_dir: str | Path, *,
         raise UserError(f"{ablation_dir}: no {REPORT}; run plfw ablate (or plfw ablate FILE "
                         "--report-only) there first")
     report = json.loads(source.read_text(encoding="utf-8"))
-    models = _first_seed_models(report)
+    models = _first_seed_models(report, source.parent)
     if runs:
         unknown = [r for r in runs if r not in models]
         if unknown:
