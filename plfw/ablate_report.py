@@ -283,6 +283,9 @@ def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
                     spread_notes.append(f"{run} on {metric} (difference {diff['value']:+.4g}, "
                                         f"seed range up to {max(ranges):.4g})")
     if not compared:
+        if any(base in s["mean"] for s in stats.values()):
+            return [f"Only the baseline `{base}` has finished jobs so far: no other run to "
+                    "compare it with yet."]
         return [f"The baseline `{base}` has no finished job yet, so nothing is compared."]
     seeds = stats[next(iter(stats))]["seeds"].get(base, 0)
     lines.append(f"Compared with the baseline `{base}` ({seeds} seed(s)) on {images} images, "
