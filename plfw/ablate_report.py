@@ -51,7 +51,9 @@ class Scores:
     """Per job label: set -> metric -> per-image values (image order of the set's pairs)."""
 
     values: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
-    crops: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # per run, seed 1st
+    #: per run (its first finished seed) and "HR": (set, image index) -> crop
+    crops: dict[str, dict[tuple[str, int], torch.Tensor]] = field(default_factory=dict)
+    picks: list[tuple[str, int, str]] = field(default_factory=list)  # (set, index, image name)
 
 
 def _metrics(ab: Ablation) -> list[MetricInfo]:
@@ -121,13 +123,13 @@ def _read_cache(run_dir: Path) -> dict[str, Any]:
 def _score_method(method: Callable[[torch.Tensor], torch.Tensor], pairs: list[Pair],
                   metrics: list[MetricInfo], cached: dict[str, list[float]],
                   crops: dict[int, tuple[int, int]], size: int
-                  ) -> tuple[dict[str, list[float]], list[torch.Tensor]]:
+                  ) -> tuple[dict[str, list[float]], dict[int, torch.Tensor]]:
     """Per-image values of every metric not in ``cached``, and the crops at ``crops``."""
     todo = [m for m in metrics if m.key not in cached]
     if not todo and not crops:
-        return cached, []
+        return cached, {}
     values: dict[str, list[float]] = {m.key: [] for m in todo}
-    shown: list[torch.Tensor] = []
+    shown: dict[int, torch.Tensor] = {}
     for i, pair in enumerate(pairs):
         if not todo and i not in crops:  # scores cached: run the model for the crops only
             continue
@@ -140,7 +142,7 @@ def _score_method(method: Callable[[torch.Tensor], torch.Tensor], pairs: list[Pa
             values[m.key].append(float(m.fn(sr, pair.hr)))
         if i in crops:
             top, left = crops[i]
-            shown.append(sr[..., top: top + size, left: left + size])
+            shown[i] = sr[..., top: top + size, left: left + size]
     return {**cached, **values}, shown
 
 
@@ -196,7 +198,8 @@ def score(ab: Ablation, device: str = "auto", log: Any = print
                     method = (bicubic(ab.scale) if model is None
                               else _generator_method(model, device))
                 cached, shown = _score_method(method, ps, allowed, cached, spots, size)
-                scores.crops.setdefault(run or BICUBIC, []).extend(shown)
+                scores.crops.setdefault(run or BICUBIC, {}).update(
+                    {(set_name, i): crop for i, crop in shown.items()})
                 cache[skey] = cached
             per_set[set_name] = {m.label: cached[m.key] for m in allowed}
         if want_crops:
@@ -204,9 +207,9 @@ def score(ab: Ablation, device: str = "auto", log: Any = print
         if job is not None:
             atomic_write_bytes(job.run_dir / SCORES_FILE, json.dumps(cache).encode())
         scores.values[label] = per_set
-    hr_crops = [pairs[s][i].hr[..., t: t + size, lf: lf + size]
-                for (s, i), (t, lf) in windows.items()]
-    scores.crops["HR"] = hr_crops
+    scores.crops["HR"] = {(s, i): pairs[s][i].hr[..., t: t + size, lf: lf + size]
+                          for (s, i), (t, lf) in windows.items()}
+    scores.picks = [(s, i, pairs[s][i].name) for s, i in picks]
     return pairs, metrics, scores, status
 
 
@@ -364,13 +367,12 @@ def _crop_grid(ab: Ablation, scores: Scores, path: Path) -> Path | None:
     from plfw.visuals import grid, save_png
 
     columns = [c for c in [BICUBIC, *ab.runs, "HR"] if scores.crops.get(c)]
-    count = len(scores.crops.get("HR", []))
-    if count == 0 or len(columns) < 2:
+    if not scores.picks or len(columns) < 2:
         return None
-    rows = [[scores.crops[c][i] for c in columns if i < len(scores.crops[c])]
-            for i in range(count)]
-    rows = [r for r in rows if len(r) == len(columns)]
-    image = grid(rows, columns, cell=ab.spec.report.crop * ab.spec.report.zoom)
+    keys = [(s, i) for s, i, _ in scores.picks if all((s, i) in scores.crops[c] for c in columns)]
+    rows = [[scores.crops[c][k] for c in columns] for k in keys]
+    names = [f"{s}/{name}" for s, i, name in scores.picks if (s, i) in keys]
+    image = grid(rows, columns, names, cell=ab.spec.report.crop * ab.spec.report.zoom)
     return save_png(image, path)
 
 
@@ -544,7 +546,7 @@ def write_report(ab: Ablation, device: str = "auto", log: Any = print,
         lines += ["## What this comparison can and cannot show", "", ab.spec.notes.strip(), ""]
     if crops is not None:
         lines += ["## Crops", "", f"The most detailed {rep.crop}x{rep.crop} HR window of "
-                  f"{len(scores.crops['HR'])} images, enlarged {rep.zoom}x (nearest neighbour); "
+                  f"{len(scores.picks)} images, enlarged {rep.zoom}x (nearest neighbour); "
                   "each run's first finished seed.", "", f"![crops]({crops.name})", ""]
     if curves is not None:
         lines += ["## Loss curves", "", "Logged loss terms per run (unweighted; `loss` is the "
