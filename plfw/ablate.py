@@ -19,6 +19,7 @@ from plfw import config as config_mod
 from plfw.ablation import STATE_FILE, Ablation, Job, load_ablation, read_state
 from plfw.checkpoint import CheckpointDir, atomic_write_bytes
 from plfw.errors import UserError, suggest
+from plfw.locks import FolderLock
 
 #: Settings that change how a run executes, not what it learns: they may differ between the
 #: invocations that train and resume one run.
@@ -105,11 +106,18 @@ def run_ablation(path: str | Path, out: str | Path | None = None,
         jobs = [j for j in jobs if j.seed in seeds]
     if not report_only:
         previous = signal.signal(signal.SIGTERM, _terminate)
+        # every selected job's run directory is locked up front, so a second `plfw ablate` on
+        # the same jobs is refused at once (other --seed / --run selections may run alongside)
+        locks = [FolderLock(job.run_dir, "run directory") for job in jobs]
         try:
+            for lock in locks:
+                lock.acquire()
             for index, job in enumerate(jobs, 1):
                 log(f"plfw ablate: job {index}/{len(jobs)}")
                 train_job(ab, job, log=log, progress=progress)
         finally:
+            for lock in locks:
+                lock.release()
             signal.signal(signal.SIGTERM, previous)
     if not report:
         return None

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from plfw.errors import UserError
+from plfw.errors import DiskFull, UserError, is_disk_full
 from plfw.features import is_frozen
 
 FORMAT = "plfw-checkpoint-1"
@@ -28,17 +28,30 @@ _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``data`` to ``path`` through a temporary file + fsync + rename, so readers see the
+    old file or the new one, never half of one. A full disk is a one-line :class:`DiskFull`
+    naming the folder, raised after the temporary file is removed."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp's 0600 would hide results from others
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(path) from None
+        raise
+    try:
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from others
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)  # a full disk may only show here (delayed allocation, NFS)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFull(path) from None
         raise
     _fsync_dir(path.parent)
 
@@ -99,6 +112,14 @@ def _tuplify(x: Any) -> Any:
     return tuple(_tuplify(v) for v in x) if isinstance(x, list | tuple) else x
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step of a ``step_NNNNNNNN.pt`` file."""
+    match = _STEP_FILE.match(path.name)
+    if match is None:
+        raise UserError(f"{path}: not a numbered plfw checkpoint (step_NNNNNNNN.pt)")
+    return int(match.group(1))
+
+
 class CheckpointDir:
     """``<run>/checkpoints``: numbered files, a ``latest`` pointer, keep-last-N pruning."""
 
@@ -125,9 +146,20 @@ class CheckpointDir:
         return self.path(steps[-1]) if steps else None
 
     def save(self, state: dict[str, Any], step: int) -> Path:
+        """Write checkpoint ``step`` and point ``latest`` at it, then prune. On a full disk the
+        previous checkpoint stays the latest and no part of the new one is left."""
         target = self.path(step)
-        atomic_torch_save({"format": FORMAT, **state}, target)
-        atomic_write_bytes(self.folder / "latest", target.name.encode())
+        try:
+            atomic_torch_save({"format": FORMAT, **state}, target)
+            atomic_write_bytes(self.folder / "latest", target.name.encode())
+        except DiskFull as exc:
+            pointer = self.folder / "latest"
+            if not pointer.is_file() or pointer.read_text().strip() != target.name:
+                target.unlink(missing_ok=True)  # maybe complete, but never named: not kept
+            previous = self.latest()
+            raise DiskFull(exc.path, f"the latest checkpoint stays "
+                                     f"{previous.name if previous else 'none'}; free some space "
+                                     f"and continue with --resume") from None
         for old in self.steps()[: -self.keep_last]:
             self.path(old).unlink(missing_ok=True)
         return target

@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
+from pathlib import Path
+
+#: errno values that mean "the disk (or the user's quota) is full"
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class UserError(Exception):
     """A mistake the user can fix (bad config, missing file, unknown name): no traceback."""
+
+
+class DiskFull(UserError):
+    """The filesystem holding ``path`` ran out of space while it was written. Raised only after
+    the half-written temporary file is gone, so the message can promise nothing was left."""
+
+    def __init__(self, path: str | Path, hint: str = "free some space and run the command "
+                                                     "again") -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path.parent}: no space left on device while writing "
+                         f"{self.path.name}; nothing half-written was left; {hint}")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an OSError that says the disk or quota is full (ENOSPC, EDQUOT)."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE
 
 
 def suggest(word: str, choices: Iterable[str], n: int = 3) -> str:

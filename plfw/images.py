@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from plfw.errors import UserError
+from plfw.errors import DiskFull, UserError, is_disk_full
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -266,6 +266,8 @@ def _write_atomically(p: Path, write: Callable[[Any], None]) -> None:
         os.replace(tmp, p)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFull(p) from None
         raise UserError(f"cannot write {show_path(p)}: {exc.strerror or exc}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
-"""The run directory's rules: never clobber a run by accident, fail early when it is not
-writable, and a metrics log (``metrics.jsonl``) that reads as one uninterrupted run."""
+"""The run directory's rules: never clobber a run by accident, one process at a time (a lock
+the kernel drops when its holder dies), fail early when it is not writable, and a metrics log
+(``metrics.jsonl``) that reads as one uninterrupted run, even after a full disk."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from plfw.checkpoint import CheckpointDir, atomic_write_bytes
-from plfw.errors import UserError
+from plfw.errors import DiskFull, UserError, is_disk_full
+from plfw.locks import FolderLock
 
 LOG = "metrics.jsonl"
 
@@ -21,9 +23,13 @@ class RunDir:
     def __init__(self, path: str | Path, keep_last: int, main: bool = True) -> None:
         self.path, self.main = Path(path), main
         self.ckpt = CheckpointDir(self.path / "checkpoints", keep_last)
+        self.lock = FolderLock(self.path, "run directory")
 
     def check_start(self, resume: bool, overwrite: bool) -> None:
-        """An existing run is continued only with ``resume``, replaced only with ``overwrite``."""
+        """An existing run is continued only with ``resume``, replaced only with ``overwrite``;
+        a run directory another process works in is refused (its lock is taken here)."""
+        if self.main and self.path.is_dir():
+            self.lock.acquire()
         if not resume and self.ckpt.latest() is not None and not overwrite:
             raise UserError(f"{self.path} already holds a run; continue it with --resume, "
                             f"start over with --overwrite, or set run_dir=...")
@@ -39,6 +45,7 @@ class RunDir:
             probe = self.path / ".plfw-write-test"
             probe.write_bytes(b"0" * 4096)
             probe.unlink()
+            self.lock.acquire()
         except OSError as exc:
             raise UserError(f"run directory {self.path} is not writable "
                             f"({exc.strerror or exc}); set run_dir=... to another folder") from None
@@ -53,10 +60,26 @@ class RunDir:
         if not self.main:
             return
         record = {"time": round(time.time(), 3), **record}
-        with open(self.path / LOG, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        path = self.path / LOG
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                view = memoryview((json.dumps(record) + "\n").encode())
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                os.ftruncate(fd, start)  # no half line: the log still parses on resume
+                raise DiskFull(path, "free some space and continue with --resume") from None
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        """Let another process work here (the kernel also does it when this one dies)."""
+        self.lock.release()
 
     def drop_logs_after(self, step: int) -> None:
         """On resume, forget records of steps the checkpoint does not contain (they will be

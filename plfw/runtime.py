@@ -117,6 +117,26 @@ def elastic_restart() -> int:
         return 0
 
 
+def init_distributed(rt: Runtime) -> None:
+    """Join the process group (NCCL on CUDA, gloo on the CPU). After a torchrun restart the
+    group meets under a prefix of its own: the agent keeps one store across restarts, and a
+    new rank could otherwise read an address the dead attempt left there and fail to
+    connect."""
+    backend = "nccl" if rt.device.type == "cuda" else "gloo"
+    restarts = elastic_restart()
+    if not restarts or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        torch.distributed.init_process_group(backend)
+        return
+    from datetime import timedelta
+
+    store = torch.distributed.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                                       rt.world_size, is_master=False,
+                                       timeout=timedelta(minutes=10))
+    torch.distributed.init_process_group(
+        backend, store=torch.distributed.PrefixStore(f"plfw/restart{restarts}/", store),
+        rank=rt.rank, world_size=rt.world_size)
+
+
 def make_runtime(device: str = "auto", precision: str = "auto", channels_last: str | bool = "auto",
                  compile: str | bool = "auto", threads: int = 0) -> Runtime:
     """Resolve 'auto' settings: bf16 and channels_last on CUDA; on the CPU whatever the one-time

@@ -16,6 +16,10 @@ Speed without changing that maths:
   logged loss are masked the same way. Runs of bad steps are counted on the device and read by
   ``check()``, which the trainer calls at log intervals: divergence is reported at most
   ``log_every`` steps late, and the weights it would have spoiled were never updated.
+  A forward pass in training mode moves batch-norm running statistics (and their counts)
+  whatever happens to its update, so the buffers of the generator and the discriminator are
+  copied before their forward passes and put back with ``torch.where`` where the update was
+  skipped (:class:`BufferGuard`): a skipped step changes no tensor of either network.
 """
 
 from __future__ import annotations
@@ -38,6 +42,25 @@ def compile_once(module: nn.Module) -> None:
         module.compile()
 
 
+class BufferGuard:
+    """A module's buffers (batch-norm statistics, counts) as they were before a forward pass,
+    put back on the device where the update that pass belongs to was skipped: no host sync.
+    The buffers are listed once; modules keep their buffer tensors (``load_state_dict`` and
+    DDP's broadcast copy into them)."""
+
+    def __init__(self, module: nn.Module | None) -> None:
+        self.live = list(unwrap(module).buffers()) if module is not None else []
+        self.saved = [b.detach().clone() for b in self.live]
+
+    def save(self) -> None:
+        if self.live:
+            torch._foreach_copy_(self.saved, self.live)
+
+    def restore_unless(self, healthy: Tensor) -> None:
+        for live, saved in zip(self.live, self.saved, strict=True):
+            torch.where(healthy, live, saved, out=live)
+
+
 class TrainStep:
     """The update of one phase: ``step(lr, hr01) -> logs`` (device tensors, no host sync)."""
 
@@ -48,6 +71,7 @@ class TrainStep:
         self.output_range = output_range
         self.grad_clip, self.explode_norm = train.grad_clip, train.explode_norm
         self.ema_decay = train.ema
+        self.g_buffers, self.d_buffers = BufferGuard(generator), BufferGuard(phase.discriminator)
         device = rt.device
         #: consecutive bad updates so far, and the longest run since the last ``check``
         self.bad_run = torch.tensor(bad_steps, device=device)
@@ -71,6 +95,7 @@ class TrainStep:
         lo, hi = self.output_range
         hr = hr01 * (hi - lo) + lo
         logs: dict[str, Tensor] = {}
+        self.g_buffers.save()
         with self.rt.autocast():
             sr = G(lr)
         if D is not None:
@@ -78,11 +103,14 @@ class TrainStep:
             D.requires_grad_(True)
             fake = sr.detach()
             for _ in range(p.settings.d_updates):
+                self.d_buffers.save()
                 with self.rt.autocast():
                     d_loss = adv.discriminator_loss(D(hr), D(fake)).float()
                 ok = self.update(p.opt_d, D, d_loss)  # type: ignore[arg-type]
+                self.d_buffers.restore_unless(ok)
                 logs["loss_d"] = torch.where(ok, d_loss.detach(), 0.0)
             D.requires_grad_(False)
+            self.d_buffers.save()  # D's passes in the generator update, undone with it
         total = torch.zeros((), device=lr.device)
         with self.rt.autocast():
             for label, loss in p.losses.items():
@@ -98,6 +126,9 @@ class TrainStep:
                 logs[f"loss_{label}"] = value.detach()
                 total = total + p.weights[label] * value
         ok = self.update(p.opt_g, G, total)
+        self.g_buffers.restore_unless(ok)
+        if D is not None:
+            self.d_buffers.restore_unless(ok)
         logs["loss"] = torch.where(ok, total.detach(), 0.0)
         if self.ema is not None:
             self.update_ema(ok)

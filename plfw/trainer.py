@@ -24,6 +24,7 @@ from tqdm import tqdm
 from plfw import config as config_mod
 from plfw.checkpoint import (
     atomic_torch_save,
+    checkpoint_step,
     load_checkpoint,
     rng_state,
     set_rng_state,
@@ -43,7 +44,7 @@ from plfw.phase import (
 )
 from plfw.plugins import get_plugins
 from plfw.rundir import RunDir
-from plfw.runtime import Runtime, make_runtime, unwrap
+from plfw.runtime import Runtime, elastic_restart, init_distributed, make_runtime, unwrap
 from plfw.sampling import batch_at, step_loader
 from plfw.step import TrainStep
 from plfw.summary import crop_grid, write_summary
@@ -63,11 +64,21 @@ class Trainer:
             raise UserError("train.sync_batchnorm needs CUDA (PyTorch's SyncBatchNorm runs on "
                             "GPUs only); set train.sync_batchnorm=false on the CPU")
         if self.rt.distributed and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if self.rt.device.type == "cuda"
-                                                 else "gloo")
+            init_distributed(self.rt)
         self.dir = RunDir(cfg.run_dir, t.keep_last, self.rt.is_main)
         self.run_dir, self.ckpt = self.dir.path, self.dir.ckpt
         self.progress = progress and self.rt.is_main
+        agreed = -1  # the checkpoint step every rank resumes from (rank 0's latest)
+        restarts = elastic_restart()
+        if resume or restarts:
+            latest = self.ckpt.latest() if self.rt.is_main else None
+            agreed = self.rt.rank0_int(checkpoint_step(latest) if latest else -1)
+        if restarts:  # torchrun restarted the group after a rank died: continue by itself
+            resume, overwrite = agreed >= 0, agreed < 0
+            if self.rt.is_main:
+                print(f"plfw: restarted by torchrun (restart {restarts}): "
+                      + (f"resuming from step {agreed}" if resume else "starting over"),
+                      file=sys.stderr, flush=True)
         self.dir.check_start(resume, overwrite)
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -99,11 +110,10 @@ class Trainer:
         self.stepper: TrainStep | None = None
         self._resume_state: dict[str, Any] | None = None
         if resume:
-            latest = self.ckpt.latest()
-            if latest is None:
+            if agreed < 0:
                 raise UserError(f"{self.ckpt.folder}: no checkpoint to resume from; start "
                                 f"without --resume")
-            self._resume_state = s = load_checkpoint(latest)
+            self._resume_state = s = load_checkpoint(self.ckpt.path(agreed))
             self.global_step, self.phase_step = int(s["global_step"]), int(s["phase_step"])
             self.phase_index = int(s["phase_index"])
             self.dir.drop_logs_after(self.global_step)
@@ -111,6 +121,12 @@ class Trainer:
     # ---------------------------------------------------------------- loop
     def fit(self) -> dict[str, Any]:
         """Run (or finish) every phase, then evaluate and write the summary."""
+        try:
+            return self._fit()
+        finally:
+            self.dir.release()  # another process may work in the run directory now
+
+    def _fit(self) -> dict[str, Any]:
         names = list(self.cfg.phases)
         for index in range(self.phase_index, len(names)):
             name, ps = names[index], self.cfg.phases[names[index]]

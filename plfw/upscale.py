@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from plfw.errors import UserError
+from plfw.errors import DiskFull, UserError
 from plfw.generators import batch_runner, load_generator
 from plfw.images import (
     IMAGE_SUFFIXES,
@@ -134,6 +134,8 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
             record.update(out=show_path(target), size=[int(sr.shape[-1]), int(sr.shape[-2])])
             if not json_lines:
                 tqdm.write(f"{path} -> {target}", file=stdout)
+        except DiskFull:
+            raise  # every later file would fail too: stop with the one line
         except UserError as exc:
             failures.append((path, str(exc)))
             record["error"] = str(exc)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,21 @@ def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     """plfw's cache (the speed probe) goes to a temporary folder, not the user's home; probes
     are measured once per test session."""
     os.environ.setdefault("PLFW_CACHE_DIR", str(tmp_path_factory.mktemp("plfw-cache")))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB tmpfs to fill up (needs root and mount permission; skipped otherwise)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here: {done.stderr.strip()[:120]}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.fixture(autouse=True)

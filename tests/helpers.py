@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,16 @@ def tiny_config(tmp: Path, gan: bool = True, **top: object) -> Path:
     path = tmp / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def fill_disk(disk: Path) -> Path:
+    """Fill the filesystem of ``disk`` to its last byte; delete the returned file to free it."""
+    filler = disk / "filler"
+    with open(filler, "ab", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+    return filler

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +20,19 @@ from plfw.trainer import Trainer
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
-def _run(cmd: list[str]) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+def _run(cmd: list[str], **env: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", **env}
+    # its own session, so a hung group (torchrun and every rank) is killed as a whole
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        raise AssertionError(f"timed out: {err[-3000:]}") from None
+    assert proc.returncode == 0, err[-3000:]
+    return err
 
 
 def _weights(run: Path, phase: str) -> dict[str, torch.Tensor]:
@@ -58,3 +69,47 @@ def test_sync_batchnorm_on_the_cpu_is_a_clear_error(tmp_path: Path) -> None:
     cfg = load_config(tiny_config(tmp_path, gan=False), ["train.sync_batchnorm=true"])
     with pytest.raises(UserError, match="needs CUDA"):
         Trainer(cfg, progress=False)
+
+
+# Loaded as a plugin module (PLFW_PLUGINS) by every rank; it has no hooks of its own: rank 1 of
+# the first attempt dies (as a process does when OOM-killed or its node fails) in step 5, after
+# its gradients were reduced and before its update; torchrun's restarts get no such hook.
+DIE_ONCE = """
+import os
+if os.environ.get("RANK") == "1" and os.environ.get("TORCHELASTIC_RESTART_COUNT") == "0":
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    _steps = [0]
+
+    def _die(optimizer, args, kwargs):
+        _steps[0] += 1
+        if _steps[0] == 5:
+            os._exit(17)
+
+    register_optimizer_step_pre_hook(_die)
+"""
+
+
+@pytest.mark.slow
+def test_a_dead_rank_is_restarted_by_torchrun_and_the_run_resumes_by_itself(
+        tmp_path: Path) -> None:
+    """torchrun --max-restarts restarts every rank after one dies; plfw sees the restart, all
+    ranks resume from rank 0's latest checkpoint (step 4), and the run ends on exactly the
+    weights of an uninterrupted one."""
+    cfg = tiny_config(tmp_path, gan=False)
+    common = ["--quiet", "phases.srresnet.steps=8", "train.checkpoint_every=2",
+              "train.val_every=1000", "train.threads=1", "train.keep_last=10"]
+    _run([*TORCHRUN, "-m", "plfw", "train", str(cfg), *common, f"run_dir={tmp_path / 'ref'}"])
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "plfw_die_once.py").write_text(DIE_ONCE)
+    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+    err = _run([*TORCHRUN[:3], "--max-restarts=1", *TORCHRUN[3:], "-m", "plfw", "train",
+                str(cfg), *common, f"run_dir={tmp_path / 'restarted'}"], PYTHONPATH=path,
+               PLFW_PLUGINS="plfw_die_once")
+    assert "restarted by torchrun (restart 1): resuming from step 4" in err, err[-3000:]
+    a, b = _weights(tmp_path / "ref", "srresnet"), _weights(tmp_path / "restarted", "srresnet")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "restarted" / "metrics.jsonl")
+             .read_text().splitlines() if '"loss"' in x]
+    assert steps == list(range(1, 9))  # steps 5.. logged once, by the attempt that kept them
