@@ -1,5 +1,7 @@
 """MOS studies: create (and its errors), presentation order, SQLite storage, statistics, the HTTP
-server with real requests (malformed ones, concurrent raters, a SIGKILLed server) and the report."""
+server with real requests (malformed and hostile ones, path traversal, a slow client, 20
+concurrent raters under attack, a full disk, a SIGKILLed server) and the report. Requests go to
+loopback only and are bounded in number and time."""
 
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import fill_disk
 from PIL import Image
 
 from plfw.errors import UserError
@@ -325,8 +329,128 @@ def test_malformed_requests_are_rejected_and_server_survives(server) -> None:
     assert _request(server, "GET", "/")[0] == 200
 
 
-def test_concurrent_raters_do_not_clash(server) -> None:
-    errors, counts = [], {}
+SECRET = b"plfw-secret-outside-the-study"
+
+
+def _hostile_paths(srv, secret: Path) -> list[str]:
+    """URLs that try to reach files outside the study (or its files other than images)."""
+    some = next(iter(srv.study.items))
+    return [
+        "/img/../secret.txt", "/img/../../secret.txt", "/../secret.txt", "/img/..%2fsecret.txt",
+        "/img/%2e%2e%2fsecret.txt", "/img/%2e%2e/%2e%2e/secret.txt", "/img/%252e%252e%252f"
+        "secret.txt", "/img/..%252fsecret.txt", "/img/" + str(secret), "/img//" + str(secret),
+        "/img/%2F" + str(secret).lstrip("/").replace("/", "%2F"), "//" + str(secret),
+        "/img/..\\secret.txt", "/img/..%5c..%5csecret.txt", "/img/%5c%5csecret.txt",
+        "/study.json", "/ratings.sqlite", "/images/", f"/images/{some}.png",
+        f"/img/{some}/../../secret.txt", f"/img/{some}%00.png", f"/img/{some}/", "/img/",
+        "/img/images", "/img/%00", "/img/study.json",
+        "http://evil.example/img/../secret.txt",
+    ]
+
+
+def test_path_traversal_reads_nothing_outside_the_study(server, inputs: Path) -> None:
+    secret = inputs / "secret.txt"
+    secret.write_bytes(SECRET)
+    for path in _hostile_paths(server, secret):
+        status, body = _request(server, "GET", path)
+        assert status in (400, 404), (path, status)
+        assert SECRET not in (body if isinstance(body, bytes) else json.dumps(body).encode())
+    # a manifest edited to point outside images/ is not served either
+    manifest = json.loads((server.study.root / "study.json").read_text())
+    for i, target in enumerate(("../../secret.txt", str(secret), "images/../study.json")):
+        manifest["items"][i]["file"] = target
+    (server.study.root / "study.json").write_text(json.dumps(manifest))
+    tampered = MosServer(load_study(server.study.root), ("127.0.0.1", 0))
+    thread = threading.Thread(target=tampered.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for item in manifest["items"][:3]:
+            status, body = _request(tampered, "GET", f"/img/{item['id']}")
+            assert status == 404 and SECRET not in json.dumps(body).encode()
+        assert _request(tampered, "GET", f"/img/{manifest['items'][3]['id']}")[0] == 200
+    finally:
+        tampered.shutdown()
+        tampered.server_close()
+
+
+def test_slow_oversized_and_unknown_requests_do_not_hold_the_server(study) -> None:
+    srv = MosServer(study, ("127.0.0.1", 0), request_timeout=1.0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        # declares 100 bytes of body, sends 1, then stalls
+        slow = socket.create_connection(srv.server_address[:2], timeout=10)
+        slow.sendall(b"POST /api/rate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        began = time.monotonic()
+        assert _request(srv, "GET", "/")[0] == 200  # others are served meanwhile
+        assert time.monotonic() - began < 1.0
+        reply = slow.recv(200)
+        slow.close()
+        assert b"408" in reply and time.monotonic() - began < 8
+        # a body declared too large is refused unread; an absurd URL or header set too
+        cases = [({"Content-Length": str(10**12)}, "/api/rate", 413),
+                 ({}, "/api/next?rater=" + "a" * 70_000, 414),
+                 ({f"X-{i}": "1" for i in range(120)}, "/", 431),
+                 ({"X-Big": "b" * 70_000}, "/", 431)]
+        for headers, path, expected in cases:
+            with socket.create_connection(srv.server_address[:2], timeout=10) as sock:
+                head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
+                assert str(expected).encode() in sock.recv(200), (path, expected)
+        # ratings from a name that never opened the page, of unknown items, out of range
+        some = next(i for i in study.items.values() if i.phase == "main")
+        _request(srv, "GET", "/api/next?rater=known")
+        for body, expected in (({"rater": "ghost", "item": some.id, "score": 3}, 404),
+                               ({"rater": "known", "item": "0" * 16, "score": 3}, 404),
+                               ({"rater": "known", "item": some.id + "x", "score": 3}, 404),
+                               ({"rater": "known", "item": some.id, "score": 0}, 400),
+                               ({"rater": "known", "item": some.id, "score": -1}, 400),
+                               ({"rater": "known", "item": some.id, "score": 5.5}, 400),
+                               ({"rater": "known", "item": some.id, "score": 10**100}, 400)):
+            assert _request(srv, "POST", "/api/rate", body)[0] == expected, body
+        for raw in (b'{"rater": "known", "item": "%s", "score": NaN}' % some.id.encode(),
+                    b'{"rater": "known", "item": "%s", "score": 1e999}' % some.id.encode(),
+                    b'{"rater": "known", "item": "%s", "score": 3, "rater": 7}' % some.id.encode(),
+                    b'"just a string"', b"null", b"{" * 2000):
+            assert _request(srv, "POST", "/api/rate", raw)[0] == 400, raw
+        assert srv.db.all() == [] and srv.db.find_rater("ghost") is None
+        assert _request(srv, "GET", "/api/next?rater=known")[0] == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_full_disk_answers_507_and_the_server_keeps_serving(inputs: Path,
+                                                            small_disk: Path) -> None:
+    study = create_study(small_disk / "study", {"m1": inputs / "m1"}, inputs / "ref", seed=7,
+                         lr=inputs / "lr")
+    srv = MosServer(study, ("127.0.0.1", 0))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        _, state = _request(srv, "GET", "/api/next?rater=ann")
+        body = {"rater": "ann", "item": state["item"]["id"], "score": state["item"]["anchor"]}
+        assert _request(srv, "POST", "/api/rate", body)[0] == 200
+        _, state = _request(srv, "GET", "/api/next?rater=ann")
+        body = {"rater": "ann", "item": state["item"]["id"], "score": state["item"]["anchor"]}
+        filler = fill_disk(small_disk)
+        status, err = _request(srv, "POST", "/api/rate", body)
+        assert status == 507 and "disk is full" in err["error"]
+        assert _request(srv, "GET", "/")[0] == 200
+        assert _request(srv, "GET", f"/img/{body['item']}")[0] == 200
+        filler.unlink()
+        status, state = _request(srv, "POST", "/api/rate", body)  # the rater retries
+        assert status == 200 and state["calibrated"] == 2
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert len(RatingsDB(study.db_path).all()) == 2
+
+
+def test_concurrent_raters_do_not_clash(server, inputs: Path) -> None:
+    """20 raters at once while another client sends hostile requests: every rating is stored
+    exactly once, nothing outside the study is read, and the server still serves."""
+    errors, counts, leaks = [], {}, []
+    secret = inputs / "secret.txt"
+    secret.write_bytes(SECRET)
 
     def rater(name: str) -> None:
         try:
@@ -334,16 +458,29 @@ def test_concurrent_raters_do_not_clash(server) -> None:
         except Exception as exc:  # reported below: a failing thread must fail the test
             errors.append(exc)
 
-    threads = [threading.Thread(target=rater, args=(f"r{i}",)) for i in range(5)]
+    def attacker() -> None:
+        for path in _hostile_paths(server, secret) * 2:
+            try:
+                status, body = _request(server, "GET", path)
+                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+                if status == 200 or SECRET in raw:
+                    leaks.append(path)
+                _request(server, "POST", "/api/rate", b"{" * 3000)
+            except Exception as exc:
+                errors.append(exc)
+
+    n = 20
+    threads = [threading.Thread(target=rater, args=(f"r{i}",)) for i in range(n)]
+    threads.append(threading.Thread(target=attacker))
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
-    assert not errors and sum(counts.values()) == 5 * 22
+        t.join(120)
+    assert not errors and not leaks and sum(counts.values()) == n * 22
     ratings = server.db.all()
-    assert len(ratings) == 5 * 22 and len({(r.rater, r.item) for r in ratings}) == 5 * 22
+    assert len(ratings) == n * 22 and len({(r.rater, r.item) for r in ratings}) == n * 22
     # distinct join indices, hence distinct rotations
-    assert sorted(server.db.rater(f"r{i}")[1] for i in range(5)) == list(range(5))
+    assert sorted(server.db.rater(f"r{i}")[1] for i in range(n)) == list(range(n))
 
     # the same rating sent twice at once is stored once
     _, state = _request(server, "GET", "/api/next?rater=twin")

@@ -72,6 +72,12 @@ class RatingsDB:
             (index,) = conn.execute("SELECT COUNT(*) FROM raters WHERE id < ?", (rid,)).fetchone()
         return rid, index
 
+    def find_rater(self, name: str) -> int | None:
+        """The id of a registered rater, or None (never registers)."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT id FROM raters WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
     def rated(self, rater_id: int) -> set[str]:
         """Ids of the items this rater has rated (any phase)."""
         with self._connect() as conn:

@@ -9,12 +9,19 @@ Routes (all answers JSON except the page and the images)::
 
 The server decides the order (plfw.mos.order) and stores each rating before it answers, so the
 browser keeps no state beyond the rater's name; malformed requests get a 4xx and the server
-goes on.
+goes on. Hostile requests meet the same answers: images are found only by their id in the
+manifest (never by a path), and a manifest entry that points outside ``images/`` is not served;
+a body larger than ``MAX_BODY`` is refused unread; a client that declares more body than it
+sends is dropped after ``request_timeout`` seconds (408) while other raters are served on their
+own threads; a rating from a name that never opened ``/api/next`` is refused (404). A full disk
+answers 507 (the rating was not stored, nothing else changes) and the server keeps serving.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 import sys
 import threading
 import unicodedata
@@ -49,8 +56,10 @@ class MosServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, study: Study, address: tuple[str, int] = ("127.0.0.1", 0),
-                 log: bool = False) -> None:
+                 log: bool = False, request_timeout: float = 30.0) -> None:
         self.study = study
+        self.request_timeout = request_timeout
+        self.images = (study.root / "images").resolve()
         self.db = RatingsDB(study.db_path)
         self.log = log
         self._orders: dict[str, list[str]] = {}
@@ -98,9 +107,33 @@ class MosServer(ThreadingHTTPServer):
         elapsed = body.get("elapsed_ms")
         if isinstance(elapsed, bool) or not isinstance(elapsed, int | float) or elapsed < 0:
             elapsed = None
-        rid, _ = self.db.rater(rater)
+        rid = self.db.find_rater(rater)
+        if rid is None:
+            raise BadRequest("unknown rater: open the rating page and enter your name first",
+                             HTTPStatus.NOT_FOUND)
         self.db.add(rid, item.id, item.phase, score, None if elapsed is None else int(elapsed))
         return self.state(rater)
+
+    def disk_full(self, exc: sqlite3.Error) -> bool:
+        """Whether a database error means the study's disk is full: SQLITE_FULL, or an I/O
+        error (SQLite reports a full disk while growing its WAL index as SQLITE_IOERR_SHMSIZE,
+        or as a failed write) with less than 1 MiB left where the study lives."""
+        name = str(getattr(exc, "sqlite_errorname", ""))
+        if name == "SQLITE_FULL":
+            return True
+        try:
+            return name.startswith("SQLITE_IOERR") and shutil.disk_usage(
+                self.study.root).free < 2**20
+        except OSError:
+            return False
+
+    def image_path(self, item_id: str) -> Path:
+        """The file of one item, only if the manifest puts it inside the study's images/."""
+        item = self.study.items.get(item_id)
+        path = (self.study.root / item.file).resolve() if item is not None else None
+        if path is None or path.parent != self.images or not path.is_file():
+            raise BadRequest("no such image", HTTPStatus.NOT_FOUND)
+        return path
 
 
 def check_rater(name: Any) -> str:
@@ -118,6 +151,10 @@ class MosHandler(BaseHTTPRequestHandler):
     server_version = "plfw-mos"
     timeout = 30  # a stalled client frees its thread after this many seconds
 
+    def setup(self) -> None:
+        self.timeout = self.server.request_timeout  # read by StreamRequestHandler.setup
+        super().setup()
+
     def do_GET(self) -> None:  # http.server's naming
         self._guard(self._get)
 
@@ -131,6 +168,18 @@ class MosHandler(BaseHTTPRequestHandler):
             self._json({"error": str(exc)}, exc.status)
         except (BrokenPipeError, ConnectionResetError):
             pass
+        except TimeoutError:  # declared more body than it sent: drop it, free the thread
+            self.close_connection = True
+            self._json({"error": "request timed out"}, HTTPStatus.REQUEST_TIMEOUT)
+        except sqlite3.OperationalError as exc:
+            full = self.server.disk_full(exc)
+            self.log_error("ratings database: %s (%s)", exc, getattr(exc, "sqlite_errorname", ""))
+            self._json({"error": "the study's disk is full: the rating was not stored; "
+                                 "tell the organiser" if full else
+                                 "the ratings database is busy or unavailable: the rating "
+                                 "was not stored; try again"},
+                       HTTPStatus.INSUFFICIENT_STORAGE if full
+                       else HTTPStatus.SERVICE_UNAVAILABLE)
         except Exception as exc:  # one bad request must not take the server down
             self.log_error("internal error: %r", exc)
             self._json({"error": "internal error"}, HTTPStatus.INTERNAL_SERVER_ERROR)
@@ -143,10 +192,7 @@ class MosHandler(BaseHTTPRequestHandler):
             rater = parse_qs(url.query).get("rater", [None])[0]
             self._json(self.server.state(check_rater(rater)))
         elif url.path.startswith("/img/"):
-            item = self.server.study.items.get(url.path[5:])
-            if item is None:
-                raise BadRequest("no such image", HTTPStatus.NOT_FOUND)
-            data = (self.server.study.root / item.file).read_bytes()
+            data = self.server.image_path(url.path[5:]).read_bytes()
             self._send(data, "image/png", cache="private, max-age=86400")
         else:
             raise BadRequest("not found", HTTPStatus.NOT_FOUND)
@@ -202,6 +248,8 @@ def serve(study_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
                         f"try another --port") from None
+    except sqlite3.Error as exc:
+        raise UserError(f"{study.db_path}: cannot open the ratings database ({exc})") from None
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host}: anyone who can reach this machine can rate",
               file=sys.stderr)
