@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,20 @@ def _learned(config: dict[str, Any]) -> dict[str, Any]:
         if isinstance(out.get(section), dict):
             out[section] = {k: v for k, v in out[section].items() if k not in keys}
     return out
+
+
+def _code_version() -> str:
+    """plfw's version and, in a git checkout, its commit: which code trained (part of) a job."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    try:
+        release = version("plfw")
+    except PackageNotFoundError:
+        release = "?"
+    return f"plfw {release}" + (f" ({commit})" if commit else "")
 
 
 def _terminate(signum: int, _frame: Any) -> None:
@@ -64,6 +80,7 @@ def train_job(ab: Ablation, job: Job, log: Any = print, progress: bool = False) 
                  finished=False,
                  run=job.run, seed=job.seed)
     state.setdefault("train_seconds", 0.0)
+    state.setdefault("code", []).append(_code_version())  # one entry per invocation
     log(f"plfw ablate: {job.label}: {'resuming' if resume else 'training'} in {run_dir}")
     started = time.perf_counter()
     try:

@@ -75,6 +75,7 @@ def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
         for seed in (0, 1):
             state = read_state(out / run / f"seed{seed}")
             assert state["finished"] and state["train_seconds"] > 0 and state["seed"] == seed
+            assert state["code"][0].startswith("plfw ")  # which code trained it
     cfg = yaml.safe_load((out / "gan" / "seed1" / "config.yaml").read_text())
     assert cfg["seed"] == 1 and cfg["phases"]["srgan"]["init"].endswith("mse/seed1/models/"
                                                                         "srresnet.pt")
@@ -126,6 +127,17 @@ def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
     assert train_job(ab, job, log=lines.append) == "resumed"
     after = json.loads(state_file.read_text())
     assert after["finished"] and after["train_seconds"] > state["train_seconds"]
+
+    # The crop grid's rows line up: each bicubic crop is nearest to the HR crop of its image.
+    from plfw.ablate_report import score
+
+    _, _, scores, _ = score(load_ablation(path, out), "cpu", log=lambda _: None)
+    hr = scores.crops["HR"]
+    assert len(hr) == 3 and set(scores.crops["bicubic"]) == set(hr) == set(scores.crops["gan"])
+    for key, crop in scores.crops["bicubic"].items():
+        nearest = min(hr, key=lambda k: float((hr[k] - crop).abs().mean())
+                      if hr[k].shape == crop.shape else float("inf"))
+        assert nearest == key
 
     # Re-scoring on another folder writes a report of its own and keeps the main one.
     other = make_images(tmp_path / "other", 3, (48, 44), seed=9)
