@@ -1,216 +1,23 @@
-"""The ablation report: every finished job scored alike, compared with intervals, and shown.
+"""The ablation report: scores compared with intervals, an answer written from them, and pictures.
 
-For each evaluation set and metric plugin, every finished job (run x seed) is scored per image;
-scores are cached in the job's ``scores.json`` (keyed by model file, images and metric), so a
-report over a growing study only scores what is new. A job is never scored with a metric whose
-networks its own losses trained with. The statistics (:mod:`plfw.bootstrap`) pool the images of
-all sets; per-set means are shown too. The "answer" paragraph is generated from the intervals
-alone.
+Scores come from :mod:`plfw.ablate_scores`; the statistics (:mod:`plfw.bootstrap`) pool the
+images of all sets, and per-set tables are shown too. The "answer" paragraph is generated from
+the intervals alone.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
 from plfw import bootstrap
-from plfw.ablation import Ablation, EvalSet, Job, finished_model, read_state, training_networks
+from plfw.ablate_scores import BICUBIC, MetricInfo, Scores, score
+from plfw.ablation import Ablation, finished_model, read_state, training_networks
 from plfw.checkpoint import atomic_write_bytes
 from plfw.errors import UserError
-from plfw.evaluate import Pair, bicubic, load_pairs
-from plfw.registry import split_spec
-
-BICUBIC = "bicubic"
-SCORES_FILE = "scores.json"
-
-
-@dataclass
-class MetricInfo:
-    label: str
-    spec: Any
-    higher_is_better: bool
-    networks: tuple[str, ...]
-    fn: Callable[[torch.Tensor, torch.Tensor], float]
-
-    @property
-    def key(self) -> str:
-        return json.dumps(self.spec, sort_keys=True)
-
-
-@dataclass
-class Scores:
-    """Per job label: set -> metric -> per-image values (image order of the set's pairs)."""
-
-    values: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
-    #: per run (its first finished seed) and "HR": (set, image index) -> crop
-    crops: dict[str, dict[tuple[str, int], torch.Tensor]] = field(default_factory=dict)
-    picks: list[tuple[str, int, str]] = field(default_factory=list)  # (set, index, image name)
-
-
-def _metrics(ab: Ablation) -> list[MetricInfo]:
-    from plfw.plugins import get_plugins
-
-    registry = get_plugins().registry
-    infos, seen = [], set()
-    for spec in ab.spec.metrics:
-        name, params = split_spec(spec, f"{ab.path}: metrics")
-        fields = getattr(registry.get("metric", name).params, "__dataclass_fields__", {})
-        if "border" in fields:  # the benchmark protocol: border = scale, like PSNR
-            params.setdefault("border", ab.scale)
-        full = {"name": name, **params}
-        fn = registry.build("metric", full, f"{ab.path}: metrics")
-        label = name if name not in seen else f"{name}#{len(seen)}"
-        seen.add(name)
-        infos.append(MetricInfo(label, full, bool(getattr(fn, "higher_is_better", True)),
-                                tuple(getattr(fn, "networks", ())), fn))
-    return infos
-
-
-def _detail_crop(hr: torch.Tensor, size: int) -> tuple[int, int]:
-    """Top-left corner of the ``size`` window with the most detail (mean |Laplacian| of luma):
-    where SR methods differ most, unlike a flat sky."""
-    h, w = hr.shape[-2:]
-    if h <= size or w <= size:
-        return 0, 0
-    rgb = hr.expand(3, -1, -1) if hr.shape[0] == 1 else hr
-    y = rgb.mul(torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0)[None, None]
-    lap = F.conv2d(y, torch.tensor([[[[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]]]), padding=1).abs()
-    stride = max(1, size // 4)
-    energy = F.avg_pool2d(lap, size, stride)[0, 0]
-    index = int(energy.argmax())
-    return (index // energy.shape[1]) * stride, (index % energy.shape[1]) * stride
-
-
-def _crop_choice(pairs: dict[str, list[Pair]], count: int) -> list[tuple[str, int]]:
-    """``count`` (set, index) picks, round-robin over the sets."""
-    picks: list[tuple[str, int]] = []
-    depth = 0
-    while len(picks) < count and any(depth < len(p) for p in pairs.values()):
-        for name, ps in pairs.items():
-            if depth < len(ps) and len(picks) < count:
-                picks.append((name, depth))
-        depth += 1
-    return picks
-
-
-def _set_key(ev: EvalSet, scale: int) -> str:
-    return json.dumps([str(Path(ev.hr).resolve()), str(Path(ev.lr).resolve()) if ev.lr else None,
-                       ev.limit, scale])
-
-
-def _model_key(path: Path) -> str:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return f"{path.name}:{digest}"
-
-
-def _read_cache(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / SCORES_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _score_method(method: Callable[[torch.Tensor], torch.Tensor], pairs: list[Pair],
-                  metrics: list[MetricInfo], cached: dict[str, list[float]],
-                  crops: dict[int, tuple[int, int]], size: int
-                  ) -> tuple[dict[str, list[float]], dict[int, torch.Tensor]]:
-    """Per-image values of every metric not in ``cached``, and the crops at ``crops``."""
-    todo = [m for m in metrics if m.key not in cached]
-    if not todo and not crops:
-        return cached, {}
-    values: dict[str, list[float]] = {m.key: [] for m in todo}
-    shown: dict[int, torch.Tensor] = {}
-    for i, pair in enumerate(pairs):
-        if not todo and i not in crops:  # scores cached: run the model for the crops only
-            continue
-        lr = pair.lr if pair.lr.shape[0] == 3 else pair.lr.expand(3, -1, -1)
-        with torch.inference_mode():
-            sr = method(lr).float().cpu()
-        if pair.hr.shape[0] == 1 and sr.shape[0] == 3:
-            sr = sr.mean(0, keepdim=True)
-        for m in todo:
-            values[m.key].append(float(m.fn(sr, pair.hr)))
-        if i in crops:
-            top, left = crops[i]
-            shown[i] = sr[..., top: top + size, left: left + size]
-    return {**cached, **values}, shown
-
-
-def _generator_method(model: Path, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    from plfw.generators import batch_runner, load_generator
-    from plfw.runtime import make_runtime
-
-    rt = make_runtime(device, "fp32", "false")
-    module, out_range = load_generator(model)
-    run = batch_runner(module.to(rt.device), out_range, rt)
-    return lambda lr: run(lr.unsqueeze(0))[0]
-
-
-def score(ab: Ablation, device: str = "auto", log: Any = print
-          ) -> tuple[dict[str, list[Pair]], list[MetricInfo], Scores, dict[str, str]]:
-    """Score bicubic and every finished job on every set (cached per job)."""
-    pairs = {}
-    for name, ev in ab.sets.items():
-        pairs[name] = load_pairs(ev.hr, ev.lr, ab.scale, ev.limit)
-        if not pairs[name]:
-            raise UserError(f"{ab.path}: eval set '{name}': no images in {ev.hr}")
-    metrics = _metrics(ab)
-    picks = _crop_choice(pairs, ab.spec.report.crop_images)
-    size = ab.spec.report.crop
-    windows = {(s, i): _detail_crop(pairs[s][i].hr, size) for s, i in picks}
-    scores, status = Scores(), {}
-    methods: list[tuple[str, str | None, Job | None, Path | None]] = [(BICUBIC, None, None, None)]
-    for job in ab.jobs:
-        model = finished_model(job)
-        status[job.label] = "finished" if model is not None else (
-            "in progress" if (job.run_dir / "checkpoints").is_dir() else "not started")
-        if model is not None:
-            methods.append((job.label, job.run, job, model))
-    cropped_runs: set[str] = set()
-    for index, (label, run, job, model) in enumerate(methods, 1):
-        trained = training_networks(job.config) if job is not None else set()
-        allowed = [m for m in metrics if not set(m.networks) & trained]
-        cache = _read_cache(job.run_dir) if job is not None else {}
-        mkey = _model_key(model) if model is not None else BICUBIC
-        want_crops = (run or BICUBIC) not in cropped_runs
-        method = None
-        per_set: dict[str, dict[str, list[float]]] = {}
-        for set_name, ps in pairs.items():
-            skey = f"{mkey} {_set_key(ab.sets[set_name], ab.scale)}"
-            cached = dict(cache.get(skey, {}))
-            spots = ({i: windows[(s, i)] for s, i in picks if s == set_name}
-                     if want_crops else {})
-            if any(m.key not in cached for m in allowed) or spots:
-                if method is None:
-                    fresh = any(m.key not in cached for m in allowed)
-                    log(f"plfw ablate: {'scoring' if fresh else 'crops of'} {label} "
-                        f"({index}/{len(methods)})")
-                    method = (bicubic(ab.scale) if model is None
-                              else _generator_method(model, device))
-                cached, shown = _score_method(method, ps, allowed, cached, spots, size)
-                scores.crops.setdefault(run or BICUBIC, {}).update(
-                    {(set_name, i): crop for i, crop in shown.items()})
-                cache[skey] = cached
-            per_set[set_name] = {m.label: cached[m.key] for m in allowed}
-        if want_crops:
-            cropped_runs.add(run or BICUBIC)
-        if job is not None:
-            atomic_write_bytes(job.run_dir / SCORES_FILE, json.dumps(cache).encode())
-        scores.values[label] = per_set
-    scores.crops["HR"] = {(s, i): pairs[s][i].hr[..., t: t + size, lf: lf + size]
-                          for (s, i), (t, lf) in windows.items()}
-    scores.picks = [(s, i, pairs[s][i].name) for s, i in picks]
-    return pairs, metrics, scores, status
 
 
 # ------------------------------------------------------------------------- statistics

@@ -129,7 +129,7 @@ def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
     assert after["finished"] and after["train_seconds"] > state["train_seconds"]
 
     # The crop grid's rows line up: each bicubic crop is nearest to the HR crop of its image.
-    from plfw.ablate_report import score
+    from plfw.ablate_scores import score
 
     _, _, scores, _ = score(load_ablation(path, out), "cpu", log=lambda _: None)
     hr = scores.crops["HR"]
