@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from plfw.checkpoint import CheckpointDir, atomic_write_bytes
+from plfw.checkpoint import CheckpointDir, atomic_write_bytes, checkpoint_step
 from plfw.errors import DiskFull, UserError, is_disk_full
 from plfw.locks import FolderLock
+from plfw.runtime import Runtime, elastic_restart
 
 LOG = "metrics.jsonl"
 
@@ -24,6 +26,23 @@ class RunDir:
         self.path, self.main = Path(path), main
         self.ckpt = CheckpointDir(self.path / "checkpoints", keep_last)
         self.lock = FolderLock(self.path, "run directory")
+
+    def start_point(self, rt: Runtime, resume: bool, overwrite: bool) -> tuple[bool, bool, int]:
+        """``(resume, overwrite, step)``: the checkpoint step every rank continues from (rank
+        0's latest; -1 for none), after :meth:`check_start`. After a torchrun restart (a rank
+        died) the run continues by itself from that checkpoint, or starts over without one."""
+        agreed, restarts = -1, elastic_restart()
+        if resume or restarts:
+            latest = self.ckpt.latest() if self.main else None
+            agreed = rt.rank0_int(checkpoint_step(latest) if latest else -1)
+        if restarts:
+            resume, overwrite = agreed >= 0, agreed < 0
+            if self.main:
+                print(f"plfw: restarted by torchrun (restart {restarts}): "
+                      + (f"resuming from step {agreed}" if resume else "starting over"),
+                      file=sys.stderr, flush=True)
+        self.check_start(resume, overwrite)
+        return resume, overwrite, agreed
 
     def check_start(self, resume: bool, overwrite: bool) -> None:
         """An existing run is continued only with ``resume``, replaced only with ``overwrite``;

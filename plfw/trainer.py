@@ -24,7 +24,6 @@ from tqdm import tqdm
 from plfw import config as config_mod
 from plfw.checkpoint import (
     atomic_torch_save,
-    checkpoint_step,
     load_checkpoint,
     rng_state,
     set_rng_state,
@@ -44,7 +43,7 @@ from plfw.phase import (
 )
 from plfw.plugins import get_plugins
 from plfw.rundir import RunDir
-from plfw.runtime import Runtime, elastic_restart, init_distributed, make_runtime, unwrap
+from plfw.runtime import Runtime, init_distributed, make_runtime, unwrap
 from plfw.sampling import batch_at, step_loader
 from plfw.step import TrainStep
 from plfw.summary import crop_grid, write_summary
@@ -68,18 +67,8 @@ class Trainer:
         self.dir = RunDir(cfg.run_dir, t.keep_last, self.rt.is_main)
         self.run_dir, self.ckpt = self.dir.path, self.dir.ckpt
         self.progress = progress and self.rt.is_main
-        agreed = -1  # the checkpoint step every rank resumes from (rank 0's latest)
-        restarts = elastic_restart()
-        if resume or restarts:
-            latest = self.ckpt.latest() if self.rt.is_main else None
-            agreed = self.rt.rank0_int(checkpoint_step(latest) if latest else -1)
-        if restarts:  # torchrun restarted the group after a rank died: continue by itself
-            resume, overwrite = agreed >= 0, agreed < 0
-            if self.rt.is_main:
-                print(f"plfw: restarted by torchrun (restart {restarts}): "
-                      + (f"resuming from step {agreed}" if resume else "starting over"),
-                      file=sys.stderr, flush=True)
-        self.dir.check_start(resume, overwrite)
+        # the checkpoint step every rank resumes from (rank 0's latest); torchrun restarts too
+        resume, overwrite, agreed = self.dir.start_point(self.rt, resume, overwrite)
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.seed)
