@@ -175,7 +175,9 @@ def score(ab: Ablation, device: str = "auto", log: Any = print
     for index, (label, run, job, model) in enumerate(methods, 1):
         trained = training_networks(job.config) if job is not None else set()
         allowed = [m for m in metrics if not set(m.networks) & trained]
-        cache = _read_cache(job.run_dir) if job is not None else {}
+        # bicubic's scores are cached beside the jobs, in <out>/bicubic/
+        folder = job.run_dir if job is not None else ab.out / BICUBIC
+        cache = _read_cache(folder)
         mkey = _model_key(model) if model is not None else BICUBIC
         want_crops = (run or BICUBIC) not in cropped_runs
         method = None
@@ -199,8 +201,8 @@ def score(ab: Ablation, device: str = "auto", log: Any = print
             per_set[set_name] = {m.label: cached[m.key] for m in allowed}
         if want_crops:
             cropped_runs.add(run or BICUBIC)
-        if job is not None:
-            atomic_write_bytes(job.run_dir / SCORES_FILE, json.dumps(cache).encode())
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / SCORES_FILE, json.dumps(cache).encode())
         scores.values[label] = per_set
     scores.crops["HR"] = {(s, i): pairs[s][i].hr[..., t: t + size, lf: lf + size]
                           for (s, i), (t, lf) in windows.items()}

@@ -196,6 +196,9 @@ def load_ablation(path: str | Path, out: Path | None = None,
     for name, items in spec.runs.items():
         if not RUN_NAME.match(name):
             raise UserError(f"{path}: run name {name!r} must be letters, digits, '_', '.', '-'")
+        if name.lower() in ("bicubic", "hr"):
+            raise UserError(f"{path}: run name '{name}' is taken by the report (bicubic and HR "
+                            "are always shown); rename the run")
         _check_overrides(items, f"{path}: runs.{name}")
     _check_overrides(spec.overrides, f"{path}: overrides")
     _check_overrides(list(extra or []), "command line")

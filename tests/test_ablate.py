@@ -182,6 +182,7 @@ def test_changed_config_is_refused(tmp_path: Path) -> None:
     ({"runz": {}}, "unknown config key 'runz'"),
     ({"runs": {"a": "phases.srgan=null"}}, "runs.a: expected a list"),
     ({"runs": {"a b": []}}, "run name"),
+    ({"runs": {"bicubic": []}}, "run name 'bicubic' is taken"),
     ({"runs": {"a": ["oops"]}}, "'oops' is not of the form key=value"),
     ({"eval": {"hr": "x", "scal": 4}}, "unknown config key 'eval.scal'"),
     ({"eval": {"hr": "x", "scale": "four"}}, "eval.scale"),
