@@ -74,6 +74,7 @@ def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
     worse: dict[str, list[str]] = {}
     same: dict[str, list[str]] = {}
     spread_notes: list[str] = []
+    checked = 0  # marked differences whose runs have a seed range to compare with
     single_seed: set[str] = set()
     compared: set[str] = set()
     for metric, s in stats.items():
@@ -89,6 +90,7 @@ def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
             if kind != "same":
                 ranges = [max(v) - min(v) for v in (s["seed_means"][run], s["seed_means"][base])
                           if len(v) > 1]
+                checked += bool(ranges)
                 if ranges and abs(diff["value"]) <= max(ranges):
                     spread_notes.append(f"{run} on {metric} (difference {diff['value']:+.4g}, "
                                         f"seed range up to {max(ranges):.4g})")
@@ -113,9 +115,9 @@ def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
         lines.append("For these differences the interval excludes zero, but the difference is "
                      "not larger than the spread between one run's seeds, so more seeds or "
                      "longer runs could change them: " + "; ".join(spread_notes) + ".")
-    else:
-        lines.append("Every difference that the intervals mark is larger than the spread between "
-                     "the per-seed means of either run.")
+    elif checked:
+        lines.append("Every difference that the intervals mark (where both runs have two or more "
+                     "seeds) is larger than the spread between the per-seed means of either run.")
     if single_seed:
         lines.append("")
         lines.append("Runs with fewer than two finished seeds (their intervals cover the image "

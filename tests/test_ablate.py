@@ -274,6 +274,13 @@ def test_answer_is_written_from_the_numbers() -> None:
     assert "Not distinguishable from the baseline: `noise` (lpips)" in text
     # bad's difference (0.002) is smaller than base's seed range (0.02): said so
     assert "not larger than the spread between one run's seeds" in text and "bad on lpips" in text
+    # with one seed each nothing is claimed about seed noise, and the answer says why
+    one = {"lpips": {**stats["lpips"], "seeds": {"base": 1, "good": 1},
+                     "difference": {"good": diff(-0.05, -0.07, -0.03)},
+                     "seed_means": {"base": [0.30], "good": [0.25]}}}
+    text = "\n".join(answer(Ab, one, 19))
+    assert "Better than the baseline: `good` (lpips)" in text
+    assert "Every difference" not in text and "fewer than two finished seeds" in text
 
 
 def test_bootstrap_matches_a_plain_reimplementation() -> None:
