@@ -118,8 +118,13 @@ class Ablation:
 
     def use_sets(self, hr: str, lr: str | None = None) -> None:
         """Score on one other folder (``--hr`` / ``--lr``) instead of the file's sets."""
-        name = Path(hr).name or "images"
-        self.sets = {name if SET_NAME.match(name) else "images": EvalSet(hr=hr, lr=lr)}
+        self.sets = {set_name(hr): EvalSet(hr=hr, lr=lr)}
+
+
+def set_name(folder: str) -> str:
+    """A single evaluation folder's set name: the folder's name, or 'images' if unusable."""
+    name = Path(folder).name
+    return name if SET_NAME.match(name) else "images"
 
 
 def _check_overrides(items: list[str], where: str) -> None:
@@ -154,8 +159,7 @@ def _eval_sets(path: Path, ev: EvalSettings, base_cfg: Config) -> dict[str, Eval
     if ev.hr is not None:
         if sets:
             raise UserError(f"{path}: eval: give either hr/lr or sets, not both")
-        name = Path(ev.hr).name
-        sets = {name if SET_NAME.match(name) else "images": EvalSet(ev.hr, ev.lr, ev.limit)}
+        sets = {set_name(ev.hr): EvalSet(ev.hr, ev.lr, ev.limit)}
     if not sets:
         val = base_cfg.data.val
         root = val.get("root") if isinstance(val, dict) else None
