@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from plfw.images import ImageError, list_images, load_image_uint8, probe_image, show_path
     from plfw.imresize import bicubic_downscale_uint8
     from plfw.imresize import imresize as matlab_imresize
+    from plfw.inference import shuffled_prelu, subpixel_conv
     from plfw.metrics import psnr_y, rgb_to_y, ssim_y
     from plfw.registry import Register, Registry
     from plfw.trainer import Trainer
@@ -47,6 +48,7 @@ _LAZY = {
     **dict.fromkeys(("resolve_weights", "read_weights", "load_weights", "offline", "Hub",
                      "Packaged", "Source", "Unavailable"), "plfw.weights"),
     "bicubic_downscale_uint8": "plfw.imresize",
+    **dict.fromkeys(("subpixel_conv", "shuffled_prelu"), "plfw.inference"),
     **dict.fromkeys(("psnr_y", "ssim_y", "rgb_to_y"), "plfw.metrics"),
     **dict.fromkeys(("ImageError", "list_images", "load_image_uint8", "probe_image",
                      "show_path"), "plfw.images"),
@@ -117,6 +119,8 @@ __all__ = [
     "resolve_weights",
     "rgb_to_y",
     "show_path",
+    "shuffled_prelu",
     "ssim_y",
+    "subpixel_conv",
     "suggest",
 ]

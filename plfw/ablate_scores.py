@@ -142,12 +142,13 @@ def _score_method(method: Callable[[torch.Tensor], torch.Tensor], pairs: list[Pa
 
 
 def _generator_method(model: Path, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    from plfw.generators import batch_runner, load_generator
+    from plfw.generators import load_generator
+    from plfw.inference import frozen_runner
     from plfw.runtime import make_runtime
 
-    rt = make_runtime(device, "fp32", "false")
+    rt = make_runtime(device, "fp32", "true")
     module, out_range = load_generator(model)
-    run = batch_runner(module.to(rt.device), out_range, rt)
+    run = frozen_runner(module, out_range, rt)
     return lambda lr: run(lr.unsqueeze(0))[0]
 
 

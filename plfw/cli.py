@@ -85,15 +85,17 @@ def _eval_method(args: argparse.Namespace) -> Any:
 
     if args.model == "bicubic":
         return bicubic(args.scale)
-    from plfw.generators import load_generator, runner
+    from plfw.generators import load_generator
+    from plfw.inference import frozen_runner
     from plfw.runtime import make_runtime
 
-    rt = make_runtime(args.device, args.precision, "false")
+    rt = make_runtime(args.device, args.precision, "true")
     module, out_range = load_generator(args.model)
     if getattr(module, "scale", args.scale) != args.scale:
         raise UserError(f"{args.model}: the model upscales x{module.scale}, not "
                         f"--scale {args.scale}")
-    return runner(module.to(rt.device), out_range, rt)
+    run = frozen_runner(module, out_range, rt)
+    return lambda lr: run(lr.unsqueeze(0))[0]
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
@@ -204,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ESRGAN, BasicSR, or anything spandrel reads) or bundled model name "
                         "(default: srgan)")
     p.add_argument("--out", default="upscaled", help="output folder (default: ./upscaled)")
-    p.add_argument("--tile", type=int, default=256, help="LR tile side (0: whole image)")
+    p.add_argument("--tile", type=int, default=384, help="LR tile side (0: whole image)")
     p.add_argument("--overlap", type=int, default=32, help="LR pixels shared by tiles")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--alpha", default="bicubic", choices=["bicubic", "model", "drop"],

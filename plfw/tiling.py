@@ -25,11 +25,13 @@ def upscale_tiled(model: Callable[[Tensor], Tensor], lr: Tensor, scale: int, til
     """Upscale ``lr`` ((1, 3, H, W) or (3, H, W), in [0, 1]) by ``scale``, a tile at a time.
 
     ``model`` maps a (1, 3, h, w) LR window to its (1, 3, scale*h, scale*w) SR window in [0, 1];
-    the caller wraps any range conversion (and clamping) into it. Returns a (3, sH, sW) tensor
-    on the model output's device and dtype. ``tile`` is the side of a core in LR pixels
-    (0: the whole image in one call); ``overlap`` is the context added around each core; the
-    result is exact when the model's receptive field radius is at most ``overlap``.
-    ``progress(done, total)`` is called after every tile.
+    the caller wraps any range conversion (and clamping) into it. A ``model`` with a true
+    ``accepts_keep`` attribute is called as ``model(window, (top, left, height, width))`` and
+    returns only that region's SR (the tile's core; :func:`plfw.inference.frozen_runner`).
+    Returns a (3, sH, sW) tensor on the model output's device and dtype. ``tile`` is the side
+    of a core in LR pixels (0: the whole image in one call); ``overlap`` is the context added
+    around each core; the result is exact when the model's receptive field radius is at most
+    ``overlap``. ``progress(done, total)`` is called after every tile.
     """
     if lr.dim() == 4 and lr.shape[0] == 1:
         lr = lr[0]
@@ -42,6 +44,7 @@ def upscale_tiled(model: Callable[[Tensor], Tensor], lr: Tensor, scale: int, til
     rows = _spans(height, tile)
     cols = _spans(width, tile)
     total = len(rows) * len(cols)
+    partial = bool(getattr(model, "accepts_keep", False))
     out: Tensor | None = None
     done = 0
     for y0, y1 in rows:
@@ -49,9 +52,17 @@ def upscale_tiled(model: Callable[[Tensor], Tensor], lr: Tensor, scale: int, til
             # Window = core plus context, clipped to the image.
             wy0, wy1 = max(y0 - overlap, 0), min(y1 + overlap, height)
             wx0, wx1 = max(x0 - overlap, 0), min(x1 + overlap, width)
+            window = lr[None, :, wy0:wy1, wx0:wx1]
+            core = (y0 - wy0, x0 - wx0, y1 - y0, x1 - x0)
             with torch.inference_mode():
-                sr = model(lr[None, :, wy0:wy1, wx0:wx1])
-            expected = (1, 3, scale * (wy1 - wy0), scale * (wx1 - wx0))
+                if partial:  # the model returns the core's SR only
+                    sr = model(window, core)
+                    oy = ox = 0
+                    expected = (1, 3, scale * (y1 - y0), scale * (x1 - x0))
+                else:
+                    sr = model(window)
+                    oy, ox = scale * core[0], scale * core[1]
+                    expected = (1, 3, scale * (wy1 - wy0), scale * (wx1 - wx0))
             if tuple(sr.shape) != expected:
                 raise ValueError(f"model turned a {wy1 - wy0}x{wx1 - wx0} tile into "
                                  f"{tuple(sr.shape)}, expected {expected} for scale {scale}")
@@ -59,7 +70,6 @@ def upscale_tiled(model: Callable[[Tensor], Tensor], lr: Tensor, scale: int, til
                 # Allocated outside inference mode so callers may modify the result in place.
                 out = torch.empty(3, scale * height, scale * width, dtype=sr.dtype,
                                   device=sr.device)
-            oy, ox = scale * (y0 - wy0), scale * (x0 - wx0)
             out[:, scale * y0:scale * y1, scale * x0:scale * x1] = (
                 sr[0, :, oy:oy + scale * (y1 - y0), ox:ox + scale * (x1 - x0)])
             del sr  # free this tile's output before the next tile's activations are made

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from plfw.errors import DiskFull, UserError
-from plfw.generators import batch_runner, load_generator
+from plfw.generators import load_generator
 from plfw.images import (
     IMAGE_SUFFIXES,
     ImageError,
@@ -34,6 +34,7 @@ from plfw.images import (
     show_path,
 )
 from plfw.imresize import imresize
+from plfw.inference import frozen_runner
 from plfw.runtime import make_runtime
 from plfw.tiling import upscale_tiled
 
@@ -56,8 +57,8 @@ def _on_white(colour: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return colour * alpha + (1 - alpha)
 
 
-def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile: int = 128,
-                  overlap: int = 16, overwrite: bool = False, device: str = "auto",
+def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile: int = 384,
+                  overlap: int = 32, overwrite: bool = False, device: str = "auto",
                   precision: str = "auto", progress: bool = True, alpha: str = "bicubic",
                   out_format: str = "png", quality: int = 95, suffix: str | None = None,
                   json_lines: bool = False) -> list[tuple[Path, str]]:
@@ -73,7 +74,7 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
         raise UserError(f"--quality must be 1..100, got {quality}")
     if suffix is not None and ("/" in suffix or "\\" in suffix):
         raise UserError(f"--suffix must not contain a path separator, got {suffix!r}")
-    rt = make_runtime(device, precision, "false")
+    rt = make_runtime(device, precision, "true")
     generator, out_range = load_generator(model)
     generator = generator.to(rt.device)
     scale = int(getattr(generator, "scale", 4))
@@ -82,7 +83,7 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
     files = _expand(inputs)
     failures: list[tuple[Path, str]] = []
     pixels, started = 0, time.perf_counter()
-    net = batch_runner(generator, out_range, rt)
+    net = frozen_runner(generator, out_range, rt)
     fp32: list[Any] = []  # the fp32 runner for 16-bit images, made when first needed
     stdout = sys.stderr if json_lines else sys.stdout
     outer = tqdm(files, desc="images", unit="file", disable=not progress or len(files) < 2,
@@ -100,8 +101,8 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
                 raise UserError(f"{target} exists; pass --overwrite to replace it")
             pic = load_picture(path)
             if pic.bits == 16 and not fp32:
-                fp32.append(batch_runner(generator, out_range,
-                                         make_runtime(device, "fp32", "false")))
+                fp32.append(frozen_runner(generator, out_range,
+                                          make_runtime(device, "fp32", "true")))
             run = fp32[0] if pic.bits == 16 else net
             bar = tqdm(desc=path.name, unit="tile", disable=not progress, leave=False,
                        file=sys.stderr)

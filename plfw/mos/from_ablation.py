@@ -40,7 +40,8 @@ def create_from_ablation(study_dir: str | Path, ablation_dir: str | Path, *,
                          calibration: int = 3, seed: int | None = None,
                          runs: list[str] | None = None, device: str = "auto") -> Study:
     """Write a MOS study comparing bicubic and each finished run of an ablation."""
-    from plfw.generators import batch_runner, load_generator
+    from plfw.generators import load_generator
+    from plfw.inference import frozen_runner
     from plfw.mos.create import create_study
     from plfw.runtime import make_runtime
 
@@ -59,7 +60,7 @@ def create_from_ablation(study_dir: str | Path, ablation_dir: str | Path, *,
     if not models:
         raise UserError(f"{source}: no finished run to rate yet")
     scale = int(report["scale"])
-    rt = make_runtime(device, "fp32", "false")
+    rt = make_runtime(device, "fp32", "true")
     study_dir = Path(study_dir)
     study_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{study_dir.name}.inputs.", dir=study_dir.parent))
@@ -67,7 +68,7 @@ def create_from_ablation(study_dir: str | Path, ablation_dir: str | Path, *,
         methods = {"bicubic": bicubic(scale)}
         for run, path in models.items():
             module, out_range = load_generator(path)
-            batch = batch_runner(module.to(rt.device), out_range, rt)
+            batch = frozen_runner(module, out_range, rt)
             methods[run] = lambda lr, b=batch: b(lr.unsqueeze(0))[0]
         for set_name, folders in report["set_folders"].items():
             pairs = load_pairs(folders["hr"], folders["lr"], scale, folders.get("limit", 0))
