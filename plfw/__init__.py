@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from plfw.images import ImageError, list_images, load_image_uint8, probe_image, show_path
     from plfw.imresize import bicubic_downscale_uint8
     from plfw.imresize import imresize as matlab_imresize
-    from plfw.inference import shuffled_prelu, subpixel_conv
     from plfw.metrics import psnr_y, rgb_to_y, ssim_y
     from plfw.registry import Register, Registry
+    from plfw.subpixel import conv_after_shuffle, subpixel_weight
     from plfw.trainer import Trainer
     from plfw.weights import (
         Hub,
@@ -48,7 +48,7 @@ _LAZY = {
     **dict.fromkeys(("resolve_weights", "read_weights", "load_weights", "offline", "Hub",
                      "Packaged", "Source", "Unavailable"), "plfw.weights"),
     "bicubic_downscale_uint8": "plfw.imresize",
-    **dict.fromkeys(("subpixel_conv", "shuffled_prelu"), "plfw.inference"),
+    **dict.fromkeys(("conv_after_shuffle", "subpixel_weight"), "plfw.subpixel"),
     **dict.fromkeys(("psnr_y", "ssim_y", "rgb_to_y"), "plfw.metrics"),
     **dict.fromkeys(("ImageError", "list_images", "load_image_uint8", "probe_image",
                      "show_path"), "plfw.images"),
@@ -104,6 +104,7 @@ __all__ = [
     "__version__",
     "bicubic_downscale_uint8",
     "build",
+    "conv_after_shuffle",
     "freeze",
     "hookimpl",
     "is_frozen",
@@ -119,8 +120,7 @@ __all__ = [
     "resolve_weights",
     "rgb_to_y",
     "show_path",
-    "shuffled_prelu",
     "ssim_y",
-    "subpixel_conv",
+    "subpixel_weight",
     "suggest",
 ]

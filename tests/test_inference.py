@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import plfw
@@ -25,40 +24,6 @@ def _randomise_batch_norm(module: nn.Module, seed: int = 0) -> None:
             with torch.no_grad():
                 m.weight.copy_(torch.rand(n, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-
-
-@pytest.mark.parametrize(("factor", "kernel", "bias"), [(2, 9, True), (2, 3, False), (3, 5, True),
-                                                        (2, 1, True), (4, 7, True)])
-def test_subpixel_conv_equals_the_conv_after_the_shuffle(factor: int, kernel: int,
-                                                         bias: bool) -> None:
-    torch.manual_seed(factor * 10 + kernel)
-    conv = nn.Conv2d(5, 3, kernel, padding=kernel // 2, bias=bias)
-    x = torch.randn(2, 5 * factor * factor, 7, 6)
-    with torch.no_grad():
-        direct = conv(F.pixel_shuffle(x, factor))
-        moved = F.pixel_shuffle(plfw.subpixel_conv(conv, factor)(x), factor)
-    assert moved.shape == direct.shape
-    # Borders included: zero padding of the small grid is zero padding of the large one.
-    assert torch.allclose(moved, direct, atol=1e-5), float((moved - direct).abs().max())
-
-
-def test_subpixel_conv_refuses_what_it_cannot_move() -> None:
-    with pytest.raises(ValueError, match="stride-1"):
-        plfw.subpixel_conv(nn.Conv2d(3, 3, 3, stride=2, padding=1), 2)
-    with pytest.raises(ValueError, match="odd square"):
-        plfw.subpixel_conv(nn.Conv2d(3, 3, 4, padding=2), 2)
-
-
-def test_shuffled_prelu_equals_prelu_after_the_shuffle() -> None:
-    torch.manual_seed(0)
-    prelu = nn.PReLU(4)
-    with torch.no_grad():
-        prelu.weight.copy_(torch.tensor([0.1, -0.5, 0.9, 0.3]))
-    x = torch.randn(1, 16, 5, 5)
-    with torch.no_grad():
-        want = prelu(F.pixel_shuffle(x, 2))
-        got = F.pixel_shuffle(plfw.shuffled_prelu(prelu, 2)(x), 2)
-    assert torch.equal(got, want)
 
 
 def test_fold_batch_norm_keeps_the_function_and_removes_the_norms() -> None:

@@ -24,6 +24,8 @@ def test_probe_measures_once_and_remembers(cache: Path) -> None:
     assert isinstance(first["bf16"], bool) and isinstance(first["channels_last"], bool)
     assert first["seconds"]["fp32"] > 0 and first["rounds"] >= 5
     assert first["bf16"] == (first["bf16_speedup"] >= probe.MIN_SPEEDUP)
+    assert first["channels_last"] == (first["channels_last_speedup"] >= probe.MIN_LAYOUT_SPEEDUP)
+    assert probe.machine_key().endswith(f"probe {probe.VERSION}")  # a new method measures anew
     stored = json.loads(cache.read_text())
     assert stored[probe.machine_key()]["measured"] == first["measured"]
     probe.cpu_choice.cache_clear()

@@ -16,10 +16,11 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import plfw
-from plfw import Register, UserError, shuffled_prelu, subpixel_conv
+from plfw import Register, UserError
 from plfw import matlab_imresize as imresize
 
 SCALES = (2, 4, 8)
@@ -73,6 +74,11 @@ class SRResNet(nn.Module):
     a CPU, which is what the quickstart config uses it for.
     """
 
+    #: LR pixels beyond a ``keep`` region that the upsampling layers read: x4, a 3x3 conv at
+    #: LR (1), a 3x3 conv at 2x (1/2), the moved 5x5 tail at 2x (1); rounded up, plus one.
+    REACH = 4
+    accepts_keep = True
+
     def __init__(self, scale: int = 4, blocks: int = 16, channels: int = 64,
                  batch_norm: bool = True, output_range: tuple[float, float] = (-1.0, 1.0),
                  residual: str = "none", icnr: bool = False) -> None:
@@ -108,67 +114,39 @@ class SRResNet(nn.Module):
             nn.init.zeros_(self.tail.weight)
             nn.init.zeros_(self.tail.bias)
 
-    def for_inference(self) -> FrozenSRResNet:
-        """The same function, rearranged for speed (called by
-        :func:`plfw.inference.inference_copy` on a copy): see :class:`FrozenSRResNet`."""
-        return FrozenSRResNet(self)
-
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+    def forward(self, lr: torch.Tensor,
+                keep: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        """SR of ``lr``; with ``keep`` = (top, left, height, width) only the SR of that LR
+        region (a tiler's core: the trunk still sees all of ``lr``, the upsampling only the
+        region plus the ``REACH`` pixels its layers read)."""
         x = self.head(lr)
         x = x + self.fuse(self.blocks(x))
-        out = self.tail(self.upsample(x))
+        s = self.scale
+        if keep is not None:
+            top, left, height, width = keep
+            y0, x0 = max(top - self.REACH, 0), max(left - self.REACH, 0)
+            y1 = min(top + height + self.REACH, lr.shape[-2])
+            x1 = min(left + width + self.REACH, lr.shape[-1])
+            x = x[..., y0:y1, x0:x1]
+        for stage in self.upsample[:-1]:
+            x = stage(x)
+        # The last stage and the tail, rearranged (plfw.conv_after_shuffle): the same maths as
+        # conv -> PixelShuffle(2) -> PReLU -> 9x9 tail, with the tail and PReLU applied before
+        # the shuffle, on the 2x grid, where CPU kernels run them 2.3x faster (docs/bench.md).
+        conv, _, prelu = self.upsample[-1]
+        slope = prelu.weight
+        x = F.prelu(conv(x), slope.repeat_interleave(4) if slope.numel() > 1 else slope)
+        out = plfw.conv_after_shuffle(x, self.tail.weight, self.tail.bias, 2)
+        if keep is not None:
+            oy, ox = s * (top - y0), s * (left - x0)
+            out = out[..., oy:oy + s * height, ox:ox + s * width]
         if self.residual == "bicubic":
             low, high = self.output_range
             # In fp32 even under autocast: a bf16 base would cap the output's precision.
             with torch.autocast(lr.device.type, enabled=False):
-                base = imresize(lr.float(), scale=self.scale)
-            out = out + low + (high - low) * base
-        return out
-
-
-class FrozenSRResNet(nn.Module):
-    """SRResNet for inference only. Two rearrangements, the same function:
-
-    - the 9x9 tail (full output resolution, 3 output channels: CPU kernels run it at a fifth
-      of their usual rate) moves before the last ``PixelShuffle`` as a 5x5 convolution on the
-      2x grid (:func:`plfw.subpixel_conv`), 2.2x faster for that layer;
-    - ``forward(lr, keep)`` upsamples only the region ``keep`` = (top, left, height, width) of
-      the LR input (plus the upsampling layers' 3-pixel reach): a tiler asks for the core of a
-      window, and the window's context margin then costs only the residual trunk.
-    """
-
-    #: LR pixels beyond ``keep`` that the upsampling layers read: 3x3 conv at LR (1), 3x3 at 2x
-    #: (1/2), the moved 5x5 tail at 2x (1); rounded up, plus one for safety.
-    REACH = 4
-    accepts_keep = True
-
-    def __init__(self, net: SRResNet) -> None:
-        super().__init__()
-        self.scale, self.output_range, self.residual = net.scale, net.output_range, net.residual
-        self.head, self.blocks, self.fuse = net.head, net.blocks, net.fuse
-        stages = list(net.upsample)
-        conv, _, prelu = stages[-1]
-        stages[-1] = nn.Sequential(conv, shuffled_prelu(prelu, 2), subpixel_conv(net.tail, 2),
-                                   nn.PixelShuffle(2))
-        self.upsample = nn.Sequential(*stages)
-
-    def forward(self, lr: torch.Tensor,
-                keep: tuple[int, int, int, int] | None = None) -> torch.Tensor:
-        x = self.head(lr)
-        x = x + self.fuse(self.blocks(x))
-        top, left, height, width = keep or (0, 0, lr.shape[-2], lr.shape[-1])
-        y0, x0 = max(top - self.REACH, 0), max(left - self.REACH, 0)
-        y1 = min(top + height + self.REACH, lr.shape[-2])
-        x1 = min(left + width + self.REACH, lr.shape[-1])
-        s = self.scale
-        out = self.upsample(x[..., y0:y1, x0:x1])
-        oy, ox = s * (top - y0), s * (left - x0)
-        out = out[..., oy:oy + s * height, ox:ox + s * width]
-        if self.residual == "bicubic":
-            low, high = self.output_range
-            with torch.autocast(lr.device.type, enabled=False):
                 base = imresize(lr.float(), scale=s)
-            base = base[..., s * top:s * (top + height), s * left:s * (left + width)]
+            if keep is not None:
+                base = base[..., s * top:s * (top + height), s * left:s * (left + width)]
             out = out + low + (high - low) * base
         return out
 
