@@ -71,7 +71,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"])
-    p.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
+    p.add_argument("--compile", default="auto",
+                   choices=["auto", "true", "false", "reduce-overhead"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--loader", default="",
                    help="image folder to time the data loader on (default: T91 from "
@@ -326,7 +327,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": "plfw bench " + " ".join(_argv(args)),
         "settings": {"batch": args.batch, "crop": args.crop, "repeats": args.repeats,
                      "warmup": args.warmup, "bf16": rt.bf16, "channels_last": rt.channels_last,
-                     "compile": rt.compile, "cpu_fast_bf16": cpu_has_fast_bf16(),
+                     "compile": rt.compile_mode if rt.compile else False,
+                     "cpu_fast_bf16": cpu_has_fast_bf16(),
                      "probe": cpu_choice() if dev.type == "cpu" else None,
                      "config": str(args.config)},
         "reference": str(reference_path) if reference_path else None,

@@ -36,6 +36,9 @@ class Runtime:
     compile: bool
     rank: int = 0
     world_size: int = 1
+    #: torch.compile mode: "default" or "reduce-overhead" (CUDA graphs: for small steps on a
+    #: large GPU, where kernel launches and host work dominate)
+    compile_mode: str = "default"
 
     @property
     def is_main(self) -> bool:
@@ -84,6 +87,10 @@ class Runtime:
         return ddp(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
 
+#: ``train.compile`` values beyond auto / true / false: torch.compile with that mode
+COMPILE_MODES = ("reduce-overhead",)
+
+
 def _flag(value: str | bool, default: bool, what: str) -> bool:
     text = str(value).lower()
     if text == "auto":
@@ -92,7 +99,8 @@ def _flag(value: str | bool, default: bool, what: str) -> bool:
         return True
     if text in {"false", "0", "no", "off"}:
         return False
-    raise UserError(f"train.{what}: expected auto, true or false, got {value!r}")
+    extra = f", {', '.join(COMPILE_MODES)}" if what == "compile" else ""
+    raise UserError(f"train.{what}: expected auto, true, false{extra}, got {value!r}")
 
 
 def pick_device(name: str) -> torch.device:
@@ -159,7 +167,11 @@ def make_runtime(device: str = "auto", precision: str = "auto", channels_last: s
         last = dev.type == "cuda" or bool(probed and probed["channels_last"])
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    return Runtime(dev, bf16, last, _flag(compile, dev.type == "cuda", "compile"), rank, world)
+    mode = "default"
+    if str(compile).lower() in COMPILE_MODES:
+        mode, compile = str(compile).lower(), True
+    return Runtime(dev, bf16, last, _flag(compile, dev.type == "cuda", "compile"), rank, world,
+                   mode)
 
 
 @contextlib.contextmanager

@@ -36,10 +36,10 @@ from plfw.registry import Registry
 from plfw.runtime import Runtime, unwrap
 
 
-def compile_once(module: nn.Module) -> None:
+def compile_once(module: nn.Module, mode: str = "default") -> None:
     """``torch.compile`` in place (state-dict keys unchanged), once per module."""
     if getattr(module, "_compiled_call_impl", None) is None:
-        module.compile()
+        module.compile(mode=None if mode == "default" else mode)
 
 
 class BufferGuard:
@@ -84,7 +84,7 @@ class TrainStep:
         if rt.compile:
             for m in (generator, phase.discriminator, *phase.losses.values()):
                 if m is not None:
-                    compile_once(m)
+                    compile_once(m, rt.compile_mode)
 
     def __call__(self, lr: Tensor, hr01: Tensor) -> dict[str, Tensor]:
         return self.step(lr, hr01)
@@ -95,6 +95,9 @@ class TrainStep:
         lo, hi = self.output_range
         hr = hr01 * (hi - lo) + lo
         logs: dict[str, Tensor] = {}
+        if self.rt.compile_mode == "reduce-overhead":
+            # A new step: CUDA-graph outputs of the previous one may be overwritten now.
+            torch.compiler.cudagraph_mark_step_begin()
         self.g_buffers.save()
         with self.rt.autocast():
             sr = G(lr)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from helpers import tiny_config
 
 from plfw.config import load_config
+from plfw.errors import UserError
 from plfw.runtime import make_runtime
 from plfw.step import build_step
 
@@ -40,3 +42,7 @@ def test_non_finite_update_is_skipped_without_touching_weights_or_adam(tmp_path:
 def test_compile_setting_defaults_to_cuda_only() -> None:
     assert make_runtime("cpu", "fp32", "false").compile is False
     assert make_runtime("cpu", "fp32", "false", "true").compile is True
+    graphs = make_runtime("cpu", "fp32", "false", "reduce-overhead")
+    assert graphs.compile is True and graphs.compile_mode == "reduce-overhead"
+    with pytest.raises(UserError, match="reduce-overhead"):
+        make_runtime("cpu", "fp32", "false", "fastest")
