@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,35 @@ def test_eval_bicubic_reproduces_the_paper(shared_data: Path, dataset: str, psnr
     assert abs(result["psnr_y"] - psnr) < 0.05
     assert abs(result["ssim_y"] - ssim) < 0.002
     assert len(result["per_image"]) == {"Set5": 5, "Set14": 14}[dataset]
+
+
+def test_next_bundled_models_keep_the_papers_networks_and_losses() -> None:
+    cfg = load_config(PAPER.parent / "models" / "bundled_391.yaml")
+    assert cfg.generator == {"name": "srresnet", "blocks": 16, "channels": 64,
+                             "batch_norm": True, "output_range": [-1.0, 1.0], "residual": "none",
+                             "icnr": True}
+    assert cfg.data.train["root"].endswith("data/train") and cfg.data.train["recursive"]
+    gan = cfg.phases["srgan"]
+    assert gan.losses["content"]["layers"] == {"relu5_4": 1.0}
+    assert gan.losses["adversarial"]["weight"] == 1e-3
+    assert cfg.train.ema > 0  # the averaged generator is what gets exported
+
+
+@pytest.mark.slow
+def test_train_models_script_trains_resumes_and_scores(tmp_path: Path) -> None:
+    """scripts/train_models.sh end to end on a tiny network (needs ../shared/data)."""
+    root = PAPER.parents[1]
+    data = root.parent / "shared" / "data"
+    if not (data / "train").is_dir():
+        pytest.skip("../shared/data is not here")
+    env = {**os.environ, "RUN": str(tmp_path / "run"), "OUT": str(tmp_path / "out"),
+           "EVAL_LIMIT": "1", "DATA": str(data)}
+    tiny = ["phases.srresnet.steps=3", "phases.srgan.steps=2", "generator.blocks=1",
+            "data.batch_size=2", "train.val_every=1000", "train.checkpoint_every=2"]
+    for _ in range(2):  # the second call resumes the finished run and scores it again
+        subprocess.run(["bash", str(root / "scripts" / "train_models.sh"), "--cpu", *tiny],
+                       check=True, env=env, cwd=root, capture_output=True)
+    scores = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert set(scores) == {f"{m}/{s}" for m in ("bicubic", "srresnet", "srgan")
+                           for s in ("Set5", "Set14")}
+    assert "periodic_db" in scores["srgan/Set5"] and "st_lpips_alex" in scores["srgan/Set5"]
