@@ -147,9 +147,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_runtime(p: argparse.ArgumentParser) -> None:
+def _add_runtime(p: argparse.ArgumentParser, precision: str = "auto", why: str = "") -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--precision", default=precision, choices=["auto", "fp32", "bf16"],
+                   help=f"default {precision}{why}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--border", type=int, default=-1, help="pixels cropped (default: scale)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_runtime(p)
+    _add_runtime(p, "fp32", ": scores do not depend on whether the CPU has fast bf16")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("upscale", help="super-resolve images",
