@@ -5,9 +5,10 @@
 
 Each variant upscales the same image with :func:`plfw.tiling.upscale_tiled`; variants run
 interleaved (a, b, c, a, b, c, ...) after one untimed warm-up each, and the table gives the
-median output megapixels per second. "0.1" is the path plfw 0.1 shipped (the live module,
-NCHW, ``plfw upscale``'s default tiles; fp32, and bf16 where the probe finds bf16 fast); the
-others use the frozen inference copy (:mod:`plfw.inference`). Every output is compared with
+median output megapixels per second. "0.1" is the path plfw 0.1 shipped (the live module with
+SRResNet's layers in the paper's order, NCHW, 0.1's default 256-pixel tiles; fp32, and bf16
+where the probe finds bf16 fast); "now" is ``plfw upscale``'s path (the frozen inference copy
+of :mod:`plfw.inference`, channels_last). Every output is compared with
 the 0.1 path in fp32: the largest difference and the share of 8-bit values that differ, in
 1/255 steps.
 """
@@ -21,31 +22,54 @@ import sys
 import time
 
 import torch
+from torch import nn
 
 from plfw.generators import batch_runner, load_generator
 from plfw.images import load_picture
+from plfw.imresize import imresize
 from plfw.inference import frozen_runner
 from plfw.probe import cpu_choice
 from plfw.runtime import make_runtime
 from plfw.tiling import upscale_tiled
 
 
-def variants(model: str, bf16_fast: bool, tile: int) -> dict[str, tuple]:
-    """name -> (runner, tile): plfw 0.1's path at the CLI's default tile, then the frozen copy
-    in NCHW at that tile and in channels_last at 1, 1.5 and 2 times it."""
+def paper_order(module: nn.Module) -> nn.Module:
+    """plfw 0.1's SRResNet forward: the layers in the paper's order (the 9x9 tail after the
+    last pixel shuffle, at full resolution), on the same weights."""
+
+    class PaperOrder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = module
+
+        def forward(self, lr: torch.Tensor) -> torch.Tensor:
+            net = self.net
+            x = net.head(lr)
+            x = x + net.fuse(net.blocks(x))
+            out = net.tail(net.upsample(x))
+            if net.residual == "bicubic":
+                low, high = net.output_range
+                with torch.autocast(lr.device.type, enabled=False):
+                    out = out + low + (high - low) * imresize(lr.float(), scale=net.scale)
+            return out
+
+    return PaperOrder()
+
+
+def variants(model: str, bf16_fast: bool, tile: int, tiles: list[int]) -> dict[str, tuple]:
+    """name -> (runner, tile): plfw 0.1's path (the live module in the paper's layer order,
+    NCHW) at the CLI's old default tile, then the frozen copy in channels_last at ``tiles``."""
     module, out_range = load_generator(model)
+    old = paper_order(module)
     out = {}
     precisions = ("fp32", "bf16") if bf16_fast else ("fp32",)
     for precision in precisions:
         rt = make_runtime("cpu", precision, "false")
-        out[f"0.1 {precision} (NCHW, tile {tile})"] = (batch_runner(module, out_range, rt), tile)
+        out[f"0.1 {precision} (NCHW, tile {tile})"] = (batch_runner(old, out_range, rt), tile)
     for precision in precisions:
-        rt = make_runtime("cpu", precision, "false")
-        out[f"frozen {precision} (NCHW, tile {tile})"] = (frozen_runner(module, out_range, rt),
-                                                          tile)
         rt = make_runtime("cpu", precision, "true")
-        for side in (tile, tile * 3 // 2, tile * 2):
-            out[f"frozen {precision} (channels_last, tile {side})"] = (
+        for side in tiles:
+            out[f"now {precision} (channels_last, tile {side})"] = (
                 frozen_runner(module, out_range, rt), side)
     return out
 
@@ -55,7 +79,8 @@ def main() -> int:
     ap.add_argument("--model", default="srgan")
     ap.add_argument("--image", default="assets/photos/train/astronaut.png")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--tile", type=int, default=256, help="plfw upscale's default")
+    ap.add_argument("--tile", type=int, default=256, help="plfw 0.1 upscale's default")
+    ap.add_argument("--tiles", default="256,384", help="tiles of the current path")
     ap.add_argument("--overlap", type=int, default=32, help="plfw upscale's default")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", action="store_true")
@@ -64,7 +89,8 @@ def main() -> int:
         torch.set_num_threads(a.threads)
     probe = cpu_choice()
     lr = load_picture(a.image).colour.float()
-    runs = variants(a.model, bool(probe["bf16"]), a.tile)
+    runs = variants(a.model, bool(probe["bf16"]), a.tile,
+                    [int(t) for t in a.tiles.split(",")])
     outputs: dict[str, torch.Tensor] = {}
     for name, (run, tile) in runs.items():  # warm-up, and the outputs to compare
         print(f"warm-up: {name}", file=sys.stderr, flush=True)
