@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from plfw.generators import to_unit
 from plfw.runtime import Runtime
 
 
@@ -53,7 +54,6 @@ def frozen_runner(module: nn.Module, out_range: tuple[float, float],
     (loaded files); a model still training wants :func:`plfw.generators.batch_runner`, which
     reads its current weights on every call."""
     net = inference_copy(module).to(rt.device, memory_format=rt.memory_format())
-    lo, hi = out_range
     partial = bool(getattr(net, "accepts_keep", False))
     scale = int(getattr(net, "scale", 1))
 
@@ -63,7 +63,7 @@ def frozen_runner(module: nn.Module, out_range: tuple[float, float],
         if keep is not None and not partial:
             top, left, height, width = (scale * v for v in keep)
             sr = sr[..., top:top + height, left:left + width]
-        return ((sr.float() - lo) / (hi - lo)).clamp(0, 1).cpu()
+        return to_unit(sr.float(), out_range).cpu()
 
     run.accepts_keep = True  # type: ignore[attr-defined]
     return run
