@@ -6,7 +6,8 @@
 # Run from the repository root. Data: $DATA (default ../shared/data, with train/ and
 # benchmarks/Set5, Set14; on a GPU machine without it, .gpudata/ with the same layout).
 # Results: the run in $RUN (default runs/bundled_391: checkpoints, log, models/srresnet.pt and
-# models/srgan.pt) and $OUT/eval.json (PSNR-Y, SSIM-Y, ST-LPIPS, periodic-artefact score on Set5 and Set14).
+# models/srgan.pt), $OUT/eval.json and $OUT/eval.md (PSNR-Y, SSIM-Y, ST-LPIPS, periodic-artefact
+# score on Set5 and Set14 for bicubic, the previous and the new models; issue 14's targets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
@@ -37,24 +38,5 @@ if ls "$RUN"/checkpoints/*.pt >/dev/null 2>&1; then
 else
   python3 -m plfw train configs/models/bundled_391.yaml "${ARGS[@]}" --quiet
 fi
-python3 - "$RUN" "$DATA" "$OUT/eval.json" "${EVAL_LIMIT:-0}" <<'PY'
-"""Score bicubic and both models on Set5 and Set14 (the model card's table)."""
-import json
-import subprocess
-import sys
-
-run, data, out, limit = sys.argv[1:]
-results = {}
-for model in ("bicubic", f"{run}/models/srresnet.pt", f"{run}/models/srgan.pt"):
-    for s in ("Set5", "Set14"):
-        cmd = [sys.executable, "-m", "plfw", "eval", "--model", model,
-               "--hr", f"{data}/benchmarks/{s}/HR", "--lr", f"{data}/benchmarks/{s}/LR_bicubic/X4",
-               "--metrics", "psnr_y,ssim_y,st_lpips_alex,st_lpips_vgg,periodic_db",
-               "--precision", "fp32", "--limit", limit, "--json"]
-        results[f"{model.split('/')[-1].removesuffix('.pt')}/{s}"] = json.loads(
-            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        print(f"scored {model} on {s}", file=sys.stderr)
-with open(out, "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=1)
-PY
-echo "train_models.sh: wrote $OUT/eval.json" >&2
+python3 scripts/score_models.py "$RUN" "$DATA" "$OUT" --limit "${EVAL_LIMIT:-0}"
+echo "train_models.sh: wrote $OUT/eval.json and $OUT/eval.md" >&2

@@ -1,0 +1,119 @@
+"""Score bicubic, the previous and the newly trained bundled models: the model card's tables.
+
+    python scripts/score_models.py RUN DATA OUT [--limit N] [--models a,b,...]
+
+RUN is a run of configs/models/bundled_391.yaml (its models/srresnet.pt and models/srgan.pt);
+DATA holds benchmarks/Set5 and benchmarks/Set14 (HR and LR_bicubic/X4). Writes OUT/eval.json
+(``plfw eval --json`` per model and set, keyed "model/set") and OUT/eval.md: one table per set
+and issue 14's targets, each marked met or not from these numbers. Models whose file is missing
+(a run not trained yet) are left out of the tables and their targets reported as not measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+METRICS = ["psnr_y", "ssim_y", "st_lpips_alex", "st_lpips_vgg", "periodic_db"]
+SETS = ["Set5", "Set14"]
+PREVIOUS = Path(__file__).resolve().parents[1] / "docs" / "models" / "previous"
+#: the issue's PSNR-Y floors for the new SRResNet, and the paper's figures for reference
+SRRESNET_FLOOR = {"Set5": 31.6, "Set14": 28.0}
+#: how much periodic energy above HR's counts as "free of periodic artefacts" (dB); bicubic,
+#: which has no sub-pixel grid, scores 0.03 (Set5) and 0.53 (Set14) with this measure
+PERIODIC_TOLERANCE_DB = 1.0
+
+
+def model_files(run: Path) -> dict[str, str]:
+    return {"bicubic": "bicubic",
+            "previous_srresnet": str(PREVIOUS / "srresnet_t91.pt"),
+            "previous_srgan": str(PREVIOUS / "srgan_t91.pt"),
+            "srresnet": str(run / "models" / "srresnet.pt"),
+            "srgan": str(run / "models" / "srgan.pt")}
+
+
+def score(model: str, data: Path, bench: str, limit: int) -> dict:
+    cmd = [sys.executable, "-m", "plfw", "eval", "--model", model,
+           "--hr", str(data / "benchmarks" / bench / "HR"),
+           "--lr", str(data / "benchmarks" / bench / "LR_bicubic" / "X4"),
+           "--metrics", ",".join(METRICS), "--precision", "fp32", "--limit", str(limit),
+           "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"score_models.py: {' '.join(cmd)} failed:\n{done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+def tables(results: dict[str, dict]) -> list[str]:
+    lines = []
+    for bench in SETS:
+        lines += [f"### {bench}", "",
+                  "| model | PSNR-Y ↑ | SSIM-Y ↑ | ST-LPIPS-Alex ↓ | ST-LPIPS-VGG ↓ | "
+                  "periodic_db ↓ |", "|---|---|---|---|---|---|"]
+        for key, r in results.items():
+            name, s = key.rsplit("/", 1)
+            if s == bench:
+                lines.append(f"| {name} | {r['psnr_y']:.2f} | {r['ssim_y']:.4f} | "
+                             f"{r['st_lpips_alex']:.4f} | {r['st_lpips_vgg']:.4f} | "
+                             f"{r['periodic_db']:.2f} |")
+        lines.append("")
+    return lines
+
+
+def targets(results: dict[str, dict]) -> list[str]:
+    """Issue 14's targets, each ``met`` / ``NOT met`` / ``not measured``."""
+    def get(model: str, bench: str, metric: str) -> float | None:
+        r = results.get(f"{model}/{bench}")
+        return None if r is None else float(r[metric])
+
+    passes = {">=": lambda v, b: v >= b, "<": lambda v, b: v < b, "<=": lambda v, b: v <= b}
+    checks: list[tuple[str, float | None, str, float | None]] = []
+    for bench in SETS:
+        checks.append((f"{bench}: SRResNet PSNR-Y", get("srresnet", bench, "psnr_y"), ">=",
+                       SRRESNET_FLOOR[bench]))
+        for m in ("psnr_y", "st_lpips_alex", "st_lpips_vgg"):
+            checks.append((f"{bench}: SRGAN {m} vs SRResNet's", get("srgan", bench, m), "<",
+                           get("srresnet", bench, m)))
+        for model in ("srresnet", "srgan"):
+            checks.append((f"{bench}: {model} periodic_db", get(model, bench, "periodic_db"),
+                           "<=", PERIODIC_TOLERANCE_DB))
+    lines = ["### Targets (issue 14)", ""]
+    for text, value, op, bound in checks:
+        if value is None or bound is None:
+            verdict = "not measured"
+        else:
+            verdict = (f"{'met' if passes[op](value, bound) else 'NOT met'}: "
+                       f"{value:.4g} (needs {op} {bound:.4g})")
+        lines.append(f"- {text}: {verdict}")
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("data", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--limit", type=int, default=0, help="images per set (0: all)")
+    ap.add_argument("--models", default="", help="only these (default: all present)")
+    args = ap.parse_args()
+    wanted = set(filter(None, args.models.split(",")))
+    results: dict[str, dict] = {}
+    for name, model in model_files(args.run).items():
+        if (wanted and name not in wanted) or (model != "bicubic" and not Path(model).is_file()):
+            continue
+        for bench in SETS:
+            results[f"{name}/{bench}"] = score(model, args.data, bench, args.limit)
+            print(f"score_models.py: scored {name} on {bench}", file=sys.stderr, flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "eval.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    (args.out / "eval.md").write_text("\n".join(tables(results) + targets(results)) + "\n",
+                                      encoding="utf-8")
+    print(f"score_models.py: wrote {args.out / 'eval.json'} and eval.md", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
