@@ -1,4 +1,4 @@
-"""periodic_db flags a sub-pixel grid and leaves clean photos alone."""
+"""periodic_db flags a sub-pixel grid and leaves clean photos alone; the grid loss penalises it."""
 
 from __future__ import annotations
 
@@ -55,3 +55,37 @@ def test_bad_parameters_and_small_images_are_one_line() -> None:
     # an image smaller than a tile uses a smaller tile and still sees a grid
     hr = photo("camera")[:, :40, :40]
     assert metric((hr + 0.02 * grid(hr.shape)).clamp(0, 1), hr) > 1.5
+
+
+def test_grid_loss_sees_only_the_sub_pixel_period() -> None:
+    loss = plfw.build("loss", "grid")
+    hr = photo("chelsea")[None]
+    assert loss(hr, hr).item() == 0.0
+    gridded = hr + 0.02 * grid(hr.shape)
+    assert loss(gridded, hr).item() == pytest.approx(0.01**2, rel=0.02)  # +-0.01 per phase
+    # what is not period-4 costs (nearly) nothing: a brightness offset, a blur, a 1/3 ripple
+    assert loss(hr + 0.1, hr).item() < 1e-12
+    yy, xx = torch.meshgrid(torch.arange(hr.shape[-2]), torch.arange(hr.shape[-1]),
+                            indexing="ij")
+    ripple = 0.02 * torch.cos(2 * torch.pi * xx / 3) * torch.cos(2 * torch.pi * yy / 3)
+    assert loss(hr + ripple, hr).item() < 0.05 * loss(gridded, hr).item()
+    # a blur's residual is the photo's missing detail, whose share at the grid frequencies
+    # counts (so the loss also asks for that detail back); a +-0.01 grid costs twice as much
+    lr = bicubic_downscale_uint8(hr[0] * 255, 4).float() / 255
+    assert loss(bicubic(4)(lr)[None], hr).item() < 0.6 * loss(gridded, hr).item()
+
+
+def test_grid_loss_gradient_removes_the_grid() -> None:
+    loss = plfw.build("loss", "grid")
+    hr = photo("camera")[None]
+    sr = (hr + 0.02 * grid(hr.shape)).requires_grad_(True)
+    for _ in range(50):  # plain gradient descent on the SR image alone (a mean over pixels:
+        (g,) = torch.autograd.grad(loss(sr, hr), sr)  # tiny gradients, hence the step size)
+        sr = (sr - 1e4 * g).detach().requires_grad_(True)
+    metric = plfw.build("metric", "periodic_db")
+    assert metric(sr.detach()[0].clamp(0, 1), hr[0]) < 0.5
+
+
+def test_grid_loss_parameters_are_checked() -> None:
+    with pytest.raises(UserError, match="loss grid"):
+        plfw.build("loss", {"name": "grid", "period": 1})

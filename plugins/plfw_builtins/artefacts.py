@@ -1,4 +1,6 @@
-"""``periodic_db``: how much more periodic (checkerboard) energy an SR image has than its HR image.
+"""Periodic (checkerboard) artefacts: the ``periodic_db`` metric and the ``grid`` loss.
+
+``periodic_db`` is how much more periodic energy an SR image has than its HR image.
 
 Sub-pixel convolution (pixel shuffle) at scale s makes each output pixel's value depend on its
 position modulo s; when the s^2 sub-filters disagree, a pattern with period s appears, which is
@@ -18,6 +20,11 @@ each such frequency with its neighbourhood:
 
 Comparing with HR cancels what the image itself has at those frequencies (JPEG's 8x8 blocks,
 man-made regular textures).
+
+The ``grid`` loss penalises the same pattern while training: the part of SR - HR that repeats
+with the sub-pixel period (see :class:`GridLoss`). A content loss through a deep loss network
+(VGG19 to relu5_4) barely sees such a pattern, so nothing else in SRGAN's loss stops the
+sub-pixel filters from drifting apart.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 import plfw
 from plfw import UserError
@@ -109,6 +118,55 @@ def build_periodic(p: PeriodicParams) -> PeriodicExcess:
                         f">= 4 periods, border >= 0; got period {p.period}, tile {p.tile}, "
                         f"border {p.border}")
     return PeriodicExcess(p.period, p.tile, p.border)
+
+
+@dataclass
+class GridParams:
+    """Local sub-pixel-periodic part of SR - HR (a loss; lower is no checkerboard)."""
+
+    period: int = 4  # the upscaling factor whose grid is penalised
+    window: int = 4  # local averaging window, in periods (4 x 4 periods = 16 x 16 pixels)
+
+
+class GridLoss(nn.Module):
+    """Mean square of the residual's local periodic component.
+
+    With r = SR - HR split into its period^2 sub-pixel phases (r[..., i::s, j::s]), each phase
+    is averaged over windows of ``window`` periods; the periodic component is what those local
+    phase means have beyond their mean over phases. That is the residual's energy at the
+    grid frequencies k/s cycles per pixel (the ones ``periodic_db`` measures), localised to
+    ``window * period``-pixel squares, and zero for any residual without a period-s pattern.
+    """
+
+    def __init__(self, period: int, window: int) -> None:
+        super().__init__()
+        self.period, self.window = period, window
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        s = self.period
+        r = (sr - hr).float()
+        h, w = r.shape[-2] // s * s, r.shape[-1] // s * s
+        phases = F.pixel_unshuffle(r[..., :h, :w], s)  # (N, C * s^2, H / s, W / s)
+        means = F.avg_pool2d(phases, self.window, ceil_mode=True)
+        n, _, y, x = means.shape
+        means = means.reshape(n, -1, s * s, y, x)
+        return (means - means.mean(dim=2, keepdim=True)).square().mean()
+
+    def extra_repr(self) -> str:
+        return f"period={self.period}, window={self.window}"
+
+
+def build_grid(p: GridParams) -> GridLoss:
+    if p.period < 2 or p.window < 1:
+        raise UserError(f"loss grid: need period >= 2 and window >= 1; got period {p.period}, "
+                        f"window {p.window}")
+    return GridLoss(p.period, p.window)
+
+
+@plfw.hookimpl
+def plfw_register_losses(register: Any) -> None:
+    register("grid", build_grid, GridParams,
+             "sub-pixel-periodic part of SR - HR: a penalty on checkerboard artefacts")
 
 
 @plfw.hookimpl
