@@ -22,9 +22,9 @@ Comparing with HR cancels what the image itself has at those frequencies (JPEG's
 man-made regular textures).
 
 The ``grid`` loss penalises the same pattern while training: the part of SR - HR that repeats
-with the sub-pixel period (see :class:`GridLoss`). A content loss through a deep loss network
-(VGG19 to relu5_4) barely sees such a pattern, so nothing else in SRGAN's loss stops the
-sub-pixel filters from drifting apart.
+with the sub-pixel period (see :class:`GridLoss`). In SRGAN's GAN phase both the VGG54 content
+loss and the adversarial loss let the sub-pixel filters drift apart (README, "Checkerboard
+artefacts"); this loss pulls them together without constraining anything else.
 """
 
 from __future__ import annotations
