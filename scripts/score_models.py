@@ -77,9 +77,9 @@ def targets(results: dict[str, dict]) -> list[str]:
         for m in ("psnr_y", "st_lpips_alex", "st_lpips_vgg"):
             checks.append((f"{bench}: SRGAN {m} vs SRResNet's", get("srgan", bench, m), "<",
                            get("srresnet", bench, m)))
-        for model in ("srresnet", "srgan"):
-            checks.append((f"{bench}: {model} periodic_db", get(model, bench, "periodic_db"),
-                           "<=", PERIODIC_TOLERANCE_DB))
+        # the issue asks it of the SRGAN; the SRResNet's score is in the table
+        checks.append((f"{bench}: SRGAN periodic_db", get("srgan", bench, "periodic_db"), "<=",
+                       PERIODIC_TOLERANCE_DB))
     lines = ["### Targets (issue 14)", ""]
     for text, value, op, bound in checks:
         if value is None or bound is None:

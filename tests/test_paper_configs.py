@@ -115,3 +115,25 @@ def test_train_models_script_trains_resumes_and_scores(tmp_path: Path) -> None:
     assert "| previous_srgan |" in card
     # a one-block network trained for 3 updates is far from the issue's 31.6 dB floor
     assert "Set5: SRResNet PSNR-Y: NOT met" in card
+
+
+def test_score_models_marks_each_target_from_the_numbers() -> None:
+    """scripts/score_models.py's target lines: met, NOT met, and not measured when absent."""
+    sys.path.insert(0, str(PAPER.parents[1] / "scripts"))
+    try:
+        import score_models
+    finally:
+        sys.path.pop(0)
+
+    def scores(psnr: float, lpips: float, grid: float) -> dict[str, float]:
+        return {"psnr_y": psnr, "ssim_y": 0.8, "st_lpips_alex": lpips, "st_lpips_vgg": lpips,
+                "periodic_db": grid}
+
+    results = {"srresnet/Set5": scores(31.7, 0.20, 3.0), "srgan/Set5": scores(29.0, 0.10, 2.0),
+               "srresnet/Set14": scores(27.9, 0.30, 1.0)}
+    lines = "\n".join(score_models.targets(results))
+    assert "Set5: SRResNet PSNR-Y: met: 31.7 (needs >= 31.6)" in lines
+    assert "Set5: SRGAN st_lpips_alex vs SRResNet's: met" in lines
+    assert "Set5: SRGAN periodic_db: NOT met: 2 (needs <= 1)" in lines
+    assert "Set14: SRResNet PSNR-Y: NOT met: 27.9 (needs >= 28)" in lines
+    assert "Set14: SRGAN psnr_y vs SRResNet's: not measured" in lines
