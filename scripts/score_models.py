@@ -29,7 +29,8 @@ PERIODIC_TOLERANCE_DB = 1.0
 
 def model_files(run: Path) -> dict[str, str]:
     return {"bicubic": "bicubic",
-            "previous_srresnet": str(PREVIOUS / "srresnet_t91.pt"),
+            # the study's starting point is the previous bundled SRResNet (the same file)
+            "previous_srresnet": str(PREVIOUS.parents[1] / "study" / "init" / "srresnet_t91.pt"),
             "previous_srgan": str(PREVIOUS / "srgan_t91.pt"),
             "srresnet": str(run / "models" / "srresnet.pt"),
             "srgan": str(run / "models" / "srgan.pt")}
