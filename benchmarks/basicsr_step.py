@@ -36,19 +36,19 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 
-from plfw.bench import count_flops, machine
+from plfw.bench import count_flops, machine, timed
 from plfw.config import load_config
 from plfw.runtime import make_runtime
 from plfw.step import build_step
 
 PAPER_SRGAN = "configs/paper/srgan_vgg54.yaml"
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def import_basicsr() -> Any:
@@ -121,16 +121,6 @@ def plfw_step(gan: bool, precision: str, batch: int, crop: int) -> Callable[[], 
     return call
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def compare(variants: dict[str, Callable[[], Any]], batch: int, repeats: int,
             warmup: int) -> dict[str, Any]:
     for fn in variants.values():
@@ -139,7 +129,7 @@ def compare(variants: dict[str, Callable[[], Any]], batch: int, repeats: int,
     times: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(repeats):
         for name, fn in variants.items():
-            times[name].append(timed(fn))
+            times[name].append(timed(fn, DEVICE))
         print(f"basicsr_step: repeat {r + 1}/{repeats}", file=sys.stderr, flush=True)
     out: dict[str, Any] = {}
     for name, fn in variants.items():
@@ -168,7 +158,7 @@ def main() -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     bsr = import_basicsr()
-    result: dict[str, Any] = {"machine": machine(torch.device("cpu")),
+    result: dict[str, Any] = {"machine": machine(DEVICE),
                               "command": "python benchmarks/basicsr_step.py " +
                                          " ".join(sys.argv[1:]),
                               "batch": args.batch, "crop": args.crop, "steps": {}}
