@@ -42,12 +42,11 @@ from typing import Any
 
 import torch
 
-from plfw.bench import count_flops, machine, timed
+from plfw.bench import DEFAULT_CONFIG, count_flops, machine, phase_for, timed
 from plfw.config import load_config
 from plfw.runtime import make_runtime
 from plfw.step import build_step
 
-PAPER_SRGAN = "configs/paper/srgan_vgg54.yaml"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -113,11 +112,9 @@ def basicsr_step(bsr: Any, gan: bool, batch: int, crop: int) -> Callable[[], Any
 
 
 def plfw_step(gan: bool, precision: str, batch: int, crop: int) -> Callable[[], Any]:
-    cfg = load_config(PAPER_SRGAN, [])
-    phase = next(n for n, ps in cfg.phases.items() if (ps.discriminator is not None) == gan)
-    rt = make_runtime("cpu" if not torch.cuda.is_available() else "auto", precision, "auto",
-                      False)
-    _, call = build_step(cfg, phase, rt, batch, crop)
+    cfg = load_config(DEFAULT_CONFIG, [])  # the paper's SRGAN-VGG54, as plfw bench times it
+    rt = make_runtime("auto", precision, "auto", False)
+    _, call = build_step(cfg, phase_for(cfg, "srgan" if gan else "mse"), rt, batch, crop)
     return call
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import subprocess
 import sys
 from pathlib import Path
 
 METRICS = ["psnr_y", "ssim_y", "st_lpips_alex", "st_lpips_vgg", "periodic_db"]
 SETS = ["Set5", "Set14"]
-PREVIOUS = Path(__file__).resolve().parents[1] / "docs" / "models" / "previous"
+REPO = Path(__file__).resolve().parents[1]
 #: the issue's PSNR-Y floors for the new SRResNet, and the paper's figures for reference
 SRRESNET_FLOOR = {"Set5": 31.6, "Set14": 28.0}
 #: how much periodic energy above HR's counts as "free of periodic artefacts" (dB); bicubic,
@@ -30,8 +31,8 @@ PERIODIC_TOLERANCE_DB = 1.0
 def model_files(run: Path) -> dict[str, str]:
     return {"bicubic": "bicubic",
             # the study's starting point is the previous bundled SRResNet (the same file)
-            "previous_srresnet": str(PREVIOUS.parents[1] / "study" / "init" / "srresnet_t91.pt"),
-            "previous_srgan": str(PREVIOUS / "srgan_t91.pt"),
+            "previous_srresnet": str(REPO / "docs" / "study" / "init" / "srresnet_t91.pt"),
+            "previous_srgan": str(REPO / "docs" / "models" / "previous" / "srgan_t91.pt"),
             "srresnet": str(run / "models" / "srresnet.pt"),
             "srgan": str(run / "models" / "srgan.pt")}
 
@@ -70,7 +71,7 @@ def targets(results: dict[str, dict]) -> list[str]:
         r = results.get(f"{model}/{bench}")
         return None if r is None else float(r[metric])
 
-    passes = {">=": lambda v, b: v >= b, "<": lambda v, b: v < b, "<=": lambda v, b: v <= b}
+    passes = {">=": operator.ge, "<": operator.lt, "<=": operator.le}
     checks: list[tuple[str, float | None, str, float | None]] = []
     for bench in SETS:
         checks.append((f"{bench}: SRResNet PSNR-Y", get("srresnet", bench, "psnr_y"), ">=",
