@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -23,8 +24,14 @@ def _boot(x: np.ndarray, imgs: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return np.array([x[seeds[d]][:, imgs[d]].mean() for d in range(len(imgs))])
 
 
+def _end_gap(lo: float, hi: float, ref: dict[str, float]) -> float:
+    """Larger distance between our interval ends and the report's, in units of its width."""
+    width = ref["high"] - ref["low"]
+    return max(abs(lo - ref["low"]), abs(hi - ref["high"])) / width
+
+
 def main(path: str = "docs/study/runs/report.json", draws: int = 4000) -> None:
-    report = json.loads(open(path).read())
+    report = json.loads(Path(path).read_text())
     sets = list(report["sets"])
     base = report["baseline"]
     per_run: dict[str, list[str]] = {}
@@ -46,8 +53,7 @@ def main(path: str = "docs/study/runs/report.json", draws: int = 4000) -> None:
             draws_run = _boot(scores[run], imgs, rng)
             lo, hi = np.percentile(draws_run, [2.5, 97.5])
             ref = stats["mean"][run]
-            width = ref["high"] - ref["low"]
-            worst = max(worst, abs(lo - ref["low"]) / width, abs(hi - ref["high"]) / width)
+            worst = max(worst, _end_gap(lo, hi, ref))
             line = (f"  {run:16s} {scores[run].mean():9.4f} [{lo:.4f}, {hi:.4f}] "
                     f"({ref['value']:.4f} [{ref['low']:.4f}, {ref['high']:.4f}])")
             if run not in (base, "bicubic"):
@@ -58,12 +64,11 @@ def main(path: str = "docs/study/runs/report.json", draws: int = 4000) -> None:
                          f"{dhi:+.4f}] ({dref['value']:+.4f} [{dref['low']:+.4f}, "
                          f"{dref['high']:+.4f}])")
                 flips += (dlo > 0 or dhi < 0) != (dref["low"] > 0 or dref["high"] < 0)
-                dw = dref["high"] - dref["low"]
-                worst = max(worst, abs(dlo - dref["low"]) / dw, abs(dhi - dref["high"]) / dw)
+                worst = max(worst, _end_gap(dlo, dhi, dref))
             print(line)
     print(f"differences whose 'excludes zero' verdict differs from the report's: {flips}")
     print(f"largest disagreement of an interval end: {worst:.1%} of that interval's width")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main(*sys.argv[1:2])
