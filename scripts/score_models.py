@@ -1,8 +1,10 @@
 """Score bicubic, the previous and the newly trained bundled models: the model card's tables.
 
     python scripts/score_models.py RUN DATA OUT [--limit N] [--models a,b,...]
+                                   [--srresnet FILE] [--srgan FILE]
 
-RUN is a run of configs/models/bundled_391.yaml (its models/srresnet.pt and models/srgan.pt);
+RUN is a run of configs/models/bundled_391*.yaml (its models/srresnet.pt and models/srgan.pt,
+unless --srresnet / --srgan name the files, e.g. phases trained in separate runs);
 DATA holds benchmarks/Set5 and benchmarks/Set14 (HR and LR_bicubic/X4). Writes OUT/eval.json
 (``plfw eval --json`` per model and set, keyed "model/set") and OUT/eval.md: one table per set
 and issue 14's targets, each marked met or not from these numbers. Models whose file is missing
@@ -28,13 +30,14 @@ SRRESNET_FLOOR = {"Set5": 31.6, "Set14": 28.0}
 PERIODIC_TOLERANCE_DB = 1.0
 
 
-def model_files(run: Path) -> dict[str, str]:
+def model_files(run: Path, srresnet: Path | None = None,
+                srgan: Path | None = None) -> dict[str, str]:
     return {"bicubic": "bicubic",
             # the study's starting point is the previous bundled SRResNet (the same file)
             "previous_srresnet": str(REPO / "docs" / "study" / "init" / "srresnet_t91.pt"),
             "previous_srgan": str(REPO / "docs" / "models" / "previous" / "srgan_t91.pt"),
-            "srresnet": str(run / "models" / "srresnet.pt"),
-            "srgan": str(run / "models" / "srgan.pt")}
+            "srresnet": str(srresnet or run / "models" / "srresnet.pt"),
+            "srgan": str(srgan or run / "models" / "srgan.pt")}
 
 
 def score(model: str, data: Path, bench: str, limit: int) -> dict:
@@ -100,10 +103,12 @@ def main() -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--limit", type=int, default=0, help="images per set (0: all)")
     ap.add_argument("--models", default="", help="only these (default: all present)")
+    ap.add_argument("--srresnet", type=Path, help="the new SRResNet (default: RUN/models/)")
+    ap.add_argument("--srgan", type=Path, help="the new SRGAN (default: RUN/models/)")
     args = ap.parse_args()
     wanted = set(filter(None, args.models.split(",")))
     results: dict[str, dict] = {}
-    for name, model in model_files(args.run).items():
+    for name, model in model_files(args.run, args.srresnet, args.srgan).items():
         if (wanted and name not in wanted) or (model != "bicubic" and not Path(model).is_file()):
             continue
         for bench in SETS:

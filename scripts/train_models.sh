@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Train the next bundled generators (configs/models/bundled_391.yaml) and score them.
-#   bash scripts/train_models.sh          # on a CUDA GPU: about 10 minutes
-#   bash scripts/train_models.sh --cpu    # on a CPU: no minute caps; rerun to resume
+# Train the next bundled generators and score them.
+#   bash scripts/train_models.sh          # on a CUDA GPU: configs/models/bundled_391.yaml, ~10 min
+#   bash scripts/train_models.sh --cpu    # on a CPU: configs/models/bundled_391_cpu.yaml (its
+#                                         # phases take 1.5-2 h each on 2 cores); rerun to resume
 #   bash scripts/train_models.sh KEY=VALUE ...   # config overrides, as for plfw train
 # Run from the repository root. Data: $DATA (default ../shared/data, with train/ and
 # benchmarks/Set5, Set14; on a GPU machine without it, .gpudata/ with the same layout).
@@ -26,17 +27,18 @@ if [ -z "$DATA" ]; then
 fi
 [ -n "$DATA" ] || { echo "train_models.sh: no data: set DATA to a folder with train/ and benchmarks/" >&2; exit 2; }
 mkdir -p "$OUT"
-RUN=${RUN:-runs/bundled_391}
+RUN=${RUN:-runs/bundled_391${CPU:+_cpu}}
 ARGS=(run_dir="$RUN" data.train.root="$DATA/train" data.val.root="$DATA/benchmarks/Set5/HR")
 if [ -n "$CPU" ]; then
   ARGS+=(train.device=cpu phases.srresnet.minutes=0 phases.srgan.minutes=0 data.workers=1)
 fi
+CONFIG=${CONFIG:-configs/models/bundled_391${CPU:+_cpu}.yaml}
 ARGS+=("${EXTRA[@]}")
 export PYTHONUNBUFFERED=1
 if ls "$RUN"/checkpoints/*.pt >/dev/null 2>&1; then
-  python3 -m plfw train configs/models/bundled_391.yaml "${ARGS[@]}" --resume --quiet
+  python3 -m plfw train "$CONFIG" "${ARGS[@]}" --resume --quiet
 else
-  python3 -m plfw train configs/models/bundled_391.yaml "${ARGS[@]}" --quiet
+  python3 -m plfw train "$CONFIG" "${ARGS[@]}" --quiet
 fi
 python3 scripts/score_models.py "$RUN" "$DATA" "$OUT" --limit "${EVAL_LIMIT:-0}"
 echo "train_models.sh: wrote $OUT/eval.json and $OUT/eval.md" >&2

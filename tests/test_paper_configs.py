@@ -81,8 +81,9 @@ def test_eval_bicubic_reproduces_the_paper(shared_data: Path, dataset: str, psnr
     assert len(result["per_image"]) == {"Set5": 5, "Set14": 14}[dataset]
 
 
-def test_next_bundled_models_keep_the_papers_networks_and_losses() -> None:
-    cfg = load_config(PAPER.parent / "models" / "bundled_391.yaml")
+@pytest.mark.parametrize("name", ["bundled_391", "bundled_391_cpu"])
+def test_next_bundled_models_keep_the_papers_networks_and_losses(name: str) -> None:
+    cfg = load_config(PAPER.parent / "models" / f"{name}.yaml")
     assert cfg.generator == {"name": "srresnet", "blocks": 16, "channels": 64,
                              "batch_norm": True, "output_range": [-1.0, 1.0], "residual": "none",
                              "icnr": True}
@@ -91,6 +92,9 @@ def test_next_bundled_models_keep_the_papers_networks_and_losses() -> None:
     assert gan.losses["content"]["layers"] == {"relu5_4": 1.0}
     assert gan.losses["adversarial"]["weight"] == 1e-3
     assert cfg.train.ema > 0  # the averaged generator is what gets exported
+    assert gan.losses["grid"]["weight"] > 0
+    init = cfg.phases["srresnet"].init  # the CPU variant starts from the previous SRResNet
+    assert init is None or (PAPER.parents[1] / init).is_file()
 
 
 @pytest.mark.slow
@@ -103,6 +107,7 @@ def test_train_models_script_trains_resumes_and_scores(tmp_path: Path) -> None:
     env = {**os.environ, "RUN": str(tmp_path / "run"), "OUT": str(tmp_path / "out"),
            "EVAL_LIMIT": "1", "DATA": str(data)}
     tiny = ["phases.srresnet.steps=3", "phases.srgan.steps=2", "generator.blocks=1",
+            "phases.srresnet.init=null",
             "data.batch_size=2", "train.val_every=1000", "train.checkpoint_every=2"]
     for _ in range(2):  # the second call resumes the finished run and scores it again
         subprocess.run(["bash", str(root / "scripts" / "train_models.sh"), "--cpu", *tiny],
