@@ -32,6 +32,27 @@ def test_probe_measures_once_and_remembers(cache: Path) -> None:
     assert probe.cpu_choice()["measured"] == first["measured"]  # read back, not measured again
 
 
+def test_choice_compares_the_best_layout_of_each_precision() -> None:
+    # the 2-core Xeon of 2026-12-03: contiguous bf16 beats contiguous fp32, but fp32
+    # channels_last beats everything, so fp32 it is
+    xeon = {(False, False): 0.099, (False, True): 0.058, (True, False): 0.0738,
+            (True, True): 0.0618}
+    got = probe.choose(xeon)
+    assert (got["bf16"], got["channels_last"]) == (False, True)
+    assert got["bf16_speedup"] == pytest.approx(0.058 / 0.0618, abs=1e-3)
+    # a clear bf16 win in either layout takes bf16; the layout then follows bf16's timings
+    fast_bf16 = {(False, False): 1.0, (False, True): 0.8, (True, False): 0.4, (True, True): 0.5}
+    assert (probe.choose(fast_bf16)["bf16"], probe.choose(fast_bf16)["channels_last"]) == (
+        True, False)
+    # a gain under the thresholds keeps fp32 and the contiguous layout
+    close = {(False, False): 1.0, (False, True): 0.97, (True, False): 0.9, (True, True): 0.9}
+    assert (probe.choose(close)["bf16"], probe.choose(close)["channels_last"]) == (False, False)
+    # bf16 gated out (only fp32 timed)
+    fp32_only = {(False, False): 1.0, (False, True): 0.5}
+    assert probe.choose(fp32_only) == {"bf16_speedup": 0.0, "channels_last_speedup": 2.0,
+                                       "bf16": False, "channels_last": True}
+
+
 def test_auto_follows_the_remembered_choice(cache: Path) -> None:
     for bf16, last in ((True, True), (False, False), (False, True)):
         cache.write_text(json.dumps({probe.machine_key(): {"bf16": bf16,
