@@ -48,18 +48,27 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "plfw"
 
 
+#: the CPU flags that decide which kernels oneDNN can use; part of the cache key because virtual
+#: machines often report only "Intel(R) Xeon(R) Processor" as the model, for CPUs as different
+#: as one with AMX (bf16 3-4x fp32 here) and one without (bf16 slower than fp32)
+KEY_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
 def machine_key() -> str:
-    """CPU model, torch version and threads: what the measurement depends on."""
-    model = platform.processor() or platform.machine()
+    """CPU model and its decisive flags, torch version and threads: what the measurement
+    depends on."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            name, _, value = line.partition(":")
+            fields.setdefault(name.strip(), value.strip())  # the first CPU's entry
     except OSError:
         pass
-    return (f"{model} | torch {torch.__version__} | {torch.get_num_threads()} threads"
-            f" | probe {VERSION}")
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    have = set(fields.get("flags", "").split())
+    flags = " ".join(f for f in KEY_FLAGS if f in have)
+    return (f"{model}{f' ({flags})' if flags else ''} | torch {torch.__version__}"
+            f" | {torch.get_num_threads()} threads | probe {VERSION}")
 
 
 def _small_srresnet(channels: int = 64, blocks: int = 2) -> nn.Module:

@@ -32,6 +32,19 @@ def test_probe_measures_once_and_remembers(cache: Path) -> None:
     assert probe.cpu_choice()["measured"] == first["measured"]  # read back, not measured again
 
 
+def test_key_names_the_decisive_cpu_flags() -> None:
+    # two different Xeons both call themselves "Intel(R) Xeon(R) Processor" in a VM
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    flags = next((set(line.split(":", 1)[1].split()) for line in lines
+                  if line.startswith("flags")), None)
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo flags on this system")
+    cpu = probe.machine_key().split(" | ")[0]
+    in_key = set(cpu[cpu.rindex("(") + 1:-1].split()) if cpu.endswith(")") else set()
+    assert in_key == {f for f in probe.KEY_FLAGS if f in flags}
+
+
 def test_choice_compares_the_best_layout_of_each_precision() -> None:
     # the 2-core Xeon of 2026-12-03: contiguous bf16 beats contiguous fp32, but fp32
     # channels_last beats everything, so fp32 it is
