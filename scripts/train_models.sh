@@ -7,8 +7,9 @@
 # Run from the repository root. Data: $DATA (default ../shared/data, with train/ and
 # benchmarks/Set5, Set14; on a GPU machine without it, .gpudata/ with the same layout).
 # Results: the run in $RUN (default runs/bundled_391: checkpoints, log, models/srresnet.pt and
-# models/srgan.pt), $OUT/eval.json and $OUT/eval.md (PSNR-Y, SSIM-Y, ST-LPIPS, periodic-artefact
-# score on Set5 and Set14 for bicubic, the previous and the new models; issue 14's targets).
+# models/srgan.pt; degrid/generator.pt, the SRGAN that is bundled), $OUT/eval.json and
+# $OUT/eval.md (PSNR-Y, SSIM-Y, ST-LPIPS, periodic-artefact score on Set5 and Set14 for bicubic,
+# the previous and the new models; issue 14's targets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
@@ -40,5 +41,9 @@ if ls "$RUN"/checkpoints/*.pt >/dev/null 2>&1; then
 else
   python3 -m plfw train "$CONFIG" "${ARGS[@]}" --quiet
 fi
-python3 scripts/score_models.py "$RUN" "$DATA" "$OUT" --limit "${EVAL_LIMIT:-0}"
+# De-grid the SRGAN: its upsampling layers fine-tuned against the spectral peaks that
+# periodic_db measures, the rest frozen (scripts/degrid.py; resumes from $RUN/degrid/state.pt).
+python3 scripts/degrid.py "$RUN/models/srgan.pt" "$DATA" "$RUN/degrid" --steps "${DEGRID_STEPS:-800}"
+python3 scripts/score_models.py "$RUN" "$DATA" "$OUT" --limit "${EVAL_LIMIT:-0}" \
+  --srgan "$RUN/degrid/generator.pt"
 echo "train_models.sh: wrote $OUT/eval.json and $OUT/eval.md" >&2

@@ -105,13 +105,16 @@ def test_train_models_script_trains_resumes_and_scores(tmp_path: Path) -> None:
     if not (data / "train").is_dir():
         pytest.skip("../shared/data is not here")
     env = {**os.environ, "RUN": str(tmp_path / "run"), "OUT": str(tmp_path / "out"),
-           "EVAL_LIMIT": "1", "DATA": str(data)}
+           "EVAL_LIMIT": "1", "DATA": str(data), "DEGRID_STEPS": "2"}
     tiny = ["phases.srresnet.steps=3", "phases.srgan.steps=2", "generator.blocks=1",
             "phases.srresnet.init=null",
             "data.batch_size=2", "train.val_every=1000", "train.checkpoint_every=2"]
     for _ in range(2):  # the second call resumes the finished run and scores it again
         subprocess.run(["bash", str(root / "scripts" / "train_models.sh"), "--cpu", *tiny],
                        check=True, env=env, cwd=root, capture_output=True)
+    degrid = [json.loads(line) for line in (tmp_path / "run" / "degrid" / "log.jsonl").open()]
+    assert degrid[-1]["step"] == 2 and "set5_periodic_db" in degrid[-1]
+    assert (tmp_path / "run" / "degrid" / "generator.pt").is_file()
     scores = json.loads((tmp_path / "out" / "eval.json").read_text())
     models = ("bicubic", "previous_srresnet", "previous_srgan", "srresnet", "srgan")
     assert set(scores) == {f"{m}/{s}" for m in models for s in ("Set5", "Set14")}

@@ -1,0 +1,136 @@
+"""De-grid a bundled-format generator: fine-tune its upsampling layers against spectral peaks.
+
+    python scripts/degrid.py TEACHER DATA OUT [--steps N] [--weight W] [--lr LR]
+
+The trunk (head, residual blocks, fuse) stays frozen and shared with TEACHER; only the two
+sub-pixel stages and the tail, which are where a grid comes from (pixel shuffle makes the
+output depend on position modulo 4), are trained on random 96x96 crops of DATA/train with
+loss = MSE(student, teacher) on [0, 1] + W * ``peak`` (the ``periodic_db`` metric as a loss,
+plugins/plfw_builtins/artefacts.py), so the student keeps the teacher's look and loses its
+grid. Resumable: OUT/state.pt is written atomically every --every updates, with a Set5
+validation line (PSNR-Y, periodic_db) in OUT/log.jsonl; OUT/generator.pt is the result in
+the format of plfw/weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from plfw_builtins.artefacts import PeakLoss, PeriodicExcess
+from plfw_builtins.datasets import HRFolder, HRFolderParams
+
+from plfw.generators import open_generator, to_unit
+from plfw.images import load_image
+
+
+def trunk(g: torch.nn.Module, lr: torch.Tensor) -> torch.Tensor:
+    x = g.head(lr)
+    return x + g.fuse(g.blocks(x))
+
+
+def tail(g: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    for stage in g.upsample:
+        x = stage(x)
+    return g.tail(x)
+
+
+def psnr_y(a: torch.Tensor, b: torch.Tensor, border: int = 4) -> float:
+    w = torch.tensor([65.481, 128.553, 24.966]).view(3, 1, 1) / 255
+    d = ((a - b) * w).sum(0)[border:-border, border:-border]
+    return float(10 * torch.log10(1 / d.square().mean()))
+
+
+@torch.no_grad()
+def validate(g: torch.nn.Module, out_range: tuple[float, float], bench: Path) -> dict:
+    metric, psnrs, pdbs = PeriodicExcess(4, 64, 4), [], []
+    for hr_path in sorted((bench / "HR").glob("*.png")):
+        lr = load_image(next((bench / "LR_bicubic" / "X4").glob(hr_path.stem + "*")))
+        sr = to_unit(g(lr[None]), out_range)[0].clamp(0, 1)
+        hr = load_image(hr_path)[:, :sr.shape[1], :sr.shape[2]]
+        psnrs.append(psnr_y(sr, hr))
+        pdbs.append(metric(sr, hr))
+    return {"psnr_y": sum(psnrs) / len(psnrs), "periodic_db": sum(pdbs) / len(pdbs)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("teacher")
+    ap.add_argument("data", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--weight", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--every", type=int, default=100)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    loaded = open_generator(a.teacher)
+    teacher = loaded.module.eval().requires_grad_(False)
+    student = copy.deepcopy(teacher)
+    params = [*student.upsample.parameters(), *student.tail.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=a.lr)
+    a.out.mkdir(parents=True, exist_ok=True)
+    state_file, step = a.out / "state.pt", 0
+    if state_file.exists():
+        st = torch.load(state_file, weights_only=False)
+        student.load_state_dict(st["state_dict"])
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+        print(f"resumed at update {step}", flush=True)
+    data = HRFolder(HRFolderParams(root=str(a.data / "train"), recursive=True, crop=96))
+    loader = torch.utils.data.DataLoader(data, batch_size=a.batch, shuffle=True,
+                                         drop_last=True, num_workers=0)
+    peak, low = PeakLoss(4, 64), loaded.out_range
+    t0 = time.time()
+    while step < a.steps:
+        for lr_img, hr in loader:
+            for group in opt.param_groups:  # cosine decay to zero over --steps
+                group["lr"] = a.lr * 0.5 * (1 + math.cos(math.pi * step / a.steps))
+            with torch.no_grad():
+                feats = trunk(teacher, lr_img)
+                target = to_unit(tail(teacher, feats), low)
+            sr = to_unit(tail(student, feats), low)
+            mse = F.mse_loss(sr, target)
+            pk = peak(sr, hr)
+            loss = mse + a.weight * pk
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % 10 == 0:
+                print(f"update {step}/{a.steps} mse {mse.item():.2e} peak {pk.item():.3f} "
+                      f"{(time.time() - t0) / 60:.1f} min", flush=True)
+            if step % a.every == 0 or step == a.steps:
+                val = validate(student, low, a.data / "benchmarks" / "Set5")
+                line = {"step": step, "mse_to_teacher": mse.item(), "peak": pk.item(),
+                        **{f"set5_{k}": v for k, v in val.items()}}
+                with open(a.out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(line) + "\n")
+                print(line, flush=True)
+                tmp = state_file.with_suffix(".tmp")
+                torch.save({"state_dict": student.state_dict(), "opt": opt.state_dict(),
+                            "step": step}, tmp)
+                tmp.replace(state_file)
+            if step >= a.steps:
+                break
+    src = torch.load(loaded.path, weights_only=False)
+    result = {**src, "state_dict": student.state_dict(), "phase": "degrid",
+              "step": src.get("step", 0) + step}
+    tmp = a.out / "generator.tmp"
+    torch.save(result, tmp)
+    tmp.replace(a.out / "generator.pt")
+    print(f"wrote {a.out / 'generator.pt'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
