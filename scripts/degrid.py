@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--weight", type=float, default=1e-3)
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--every", type=int, default=100)
     a = ap.parse_args()
     torch.manual_seed(0)

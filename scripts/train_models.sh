@@ -43,7 +43,10 @@ else
 fi
 # De-grid the SRGAN: its upsampling layers fine-tuned against the spectral peaks that
 # periodic_db measures, the rest frozen (scripts/degrid.py; resumes from $RUN/degrid/state.pt).
-python3 scripts/degrid.py "$RUN/models/srgan.pt" "$DATA" "$RUN/degrid" --steps "${DEGRID_STEPS:-800}"
+# Skipped when the run has no SRGAN (phases.srgan.steps=0); the scores then leave it out.
+if [ -f "$RUN/models/srgan.pt" ]; then
+  python3 scripts/degrid.py "$RUN/models/srgan.pt" "$DATA" "$RUN/degrid" --steps "${DEGRID_STEPS:-800}"
+fi
 python3 scripts/score_models.py "$RUN" "$DATA" "$OUT" --limit "${EVAL_LIMIT:-0}" \
   --srgan "$RUN/degrid/generator.pt"
 echo "train_models.sh: wrote $OUT/eval.json and $OUT/eval.md" >&2
