@@ -24,7 +24,10 @@ man-made regular textures).
 The ``grid`` loss penalises the same pattern while training: the part of SR - HR that repeats
 with the sub-pixel period (see :class:`GridLoss`). In SRGAN's GAN phase both the VGG54 content
 loss and the adversarial loss let the sub-pixel filters drift apart (README, "Checkerboard
-artefacts"); this loss pulls them together without constraining anything else.
+artefacts"); this loss pulls them together without constraining anything else, but by pulling
+SR towards HR at the grid frequencies, where SR is smoother than HR, it can make a peak there.
+The ``peak`` loss (:class:`PeakLoss`) is ``periodic_db`` itself as a loss, and is what removes
+the grid (README).
 """
 
 from __future__ import annotations
@@ -178,7 +181,7 @@ class PeakLoss(nn.Module):
 
     Unlike ``grid``, which pulls SR's grid-frequency content towards HR's and so *raises*
     the peak wherever SR is smoother than HR around it (measured on the bundled models:
-    docs/models.md), this asks only that SR have no more of a peak than HR has.
+    README, "Checkerboard artefacts"), this asks only that SR have no more of a peak than HR.
     """
 
     def __init__(self, period: int, tile: int) -> None:
