@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from plfw_builtins.artefacts import PeakLoss, PeriodicExcess
+from plfw_builtins.artefacts import PeakLoss
 from plfw_builtins.datasets import HRFolder, HRFolderParams
 
+import plfw
+from plfw.evaluate import Pair, load_pairs
 from plfw.generators import open_generator, to_unit
-from plfw.images import load_image
 
 
 def trunk(g: torch.nn.Module, lr: torch.Tensor) -> torch.Tensor:
@@ -42,22 +43,12 @@ def tail(g: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return g.tail(x)
 
 
-def psnr_y(a: torch.Tensor, b: torch.Tensor, border: int = 4) -> float:
-    w = torch.tensor([65.481, 128.553, 24.966]).view(3, 1, 1) / 255
-    d = ((a - b) * w).sum(0)[border:-border, border:-border]
-    return float(10 * torch.log10(1 / d.square().mean()))
-
-
 @torch.no_grad()
-def validate(g: torch.nn.Module, out_range: tuple[float, float], bench: Path) -> dict:
-    metric, psnrs, pdbs = PeriodicExcess(4, 64, 4), [], []
-    for hr_path in sorted((bench / "HR").glob("*.png")):
-        lr = load_image(next((bench / "LR_bicubic" / "X4").glob(hr_path.stem + "*")))
-        sr = to_unit(g(lr[None]), out_range)[0].clamp(0, 1)
-        hr = load_image(hr_path)[:, :sr.shape[1], :sr.shape[2]]
-        psnrs.append(psnr_y(sr, hr))
-        pdbs.append(metric(sr, hr))
-    return {"psnr_y": sum(psnrs) / len(psnrs), "periodic_db": sum(pdbs) / len(pdbs)}
+def validate(g: torch.nn.Module, out_range: tuple[float, float], pairs: list[Pair]) -> dict:
+    metrics = {name: plfw.build("metric", name) for name in ("psnr_y", "periodic_db")}
+    srs = [to_unit(g(p.lr[None]), out_range)[0].clamp(0, 1) for p in pairs]
+    return {name: sum(m(sr, p.hr) for sr, p in zip(srs, pairs, strict=True)) / len(pairs)
+            for name, m in metrics.items()}
 
 
 def main() -> None:
@@ -90,6 +81,8 @@ def main() -> None:
     data = HRFolder(HRFolderParams(root=str(a.data / "train"), recursive=True, crop=96))
     loader = torch.utils.data.DataLoader(data, batch_size=a.batch, shuffle=True,
                                          drop_last=True, num_workers=0)
+    set5 = a.data / "benchmarks" / "Set5"
+    val_pairs = load_pairs(set5 / "HR", set5 / "LR_bicubic" / "X4", 4)  # read once
     peak, low = PeakLoss(4, 64), loaded.out_range
     t0 = time.time()
     while step < a.steps:
@@ -111,7 +104,7 @@ def main() -> None:
                 print(f"update {step}/{a.steps} mse {mse.item():.2e} peak {pk.item():.3f} "
                       f"{(time.time() - t0) / 60:.1f} min", flush=True)
             if step % a.every == 0 or step == a.steps:
-                val = validate(student, low, a.data / "benchmarks" / "Set5")
+                val = validate(student, low, val_pairs)
                 line = {"step": step, "mse_to_teacher": mse.item(), "peak": pk.item(),
                         **{f"set5_{k}": v for k, v in val.items()}}
                 with open(a.out / "log.jsonl", "a") as f:

@@ -56,10 +56,11 @@ class PeriodicParams:
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma of (..., C, H, W) images, C = 1 or 3."""
     x = x.float()
-    if x.shape[0] == 1:
-        return x[0]
-    return sum(c * w for c, w in zip(x, _LUMA, strict=True))
+    if x.shape[-3] == 1:
+        return x[..., 0, :, :]
+    return sum(x[..., c, :, :] * w for c, w in enumerate(_LUMA))
 
 
 def welch_spectrum(y: torch.Tensor, tile: int) -> torch.Tensor:
@@ -189,8 +190,7 @@ class PeakLoss(nn.Module):
         self.period, self.tile = period, tile
 
     def _log_ratios(self, x: Tensor) -> Tensor:
-        y = x.float()
-        y = y[:, 0] if y.shape[1] == 1 else sum(y[:, c] * w for c, w in enumerate(_LUMA))
+        y = _luma(x)
         tile = min(self.tile, min(y.shape[-2:]) // self.period * self.period)
         if tile < 4 * self.period:
             raise UserError(f"loss peak: crops {tuple(y.shape[-2:])} are smaller than 4 periods "

@@ -16,18 +16,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from plfw_builtins.artefacts import PeakLoss, PeriodicExcess
+from plfw_builtins.artefacts import PeakLoss
 
+import plfw
+from plfw.evaluate import load_pairs
 from plfw.generators import open_generator, to_unit
-from plfw.images import load_image
 
 SIGMAS = [0, 2, 4, 8]  # 0: one offset per phase for the whole image
-
-
-def psnr_y(a: torch.Tensor, b: torch.Tensor, border: int = 4) -> float:
-    w = torch.tensor([65.481, 128.553, 24.966]).view(3, 1, 1) / 255
-    d = ((a - b) * w).sum(0)[border:-border, border:-border]
-    return float(10 * torch.log10(1 / d.square().mean()))
 
 
 def smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -68,18 +63,17 @@ def main() -> None:
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     bench_root = Path(sys.argv[1]) / "benchmarks"
-    metric = PeriodicExcess(4, 64, 4)
+    metric, psnr_y = plfw.build("metric", "periodic_db"), plfw.build("metric", "psnr_y")
     for name in sys.argv[2:]:
         g = open_generator(name)
         g.module.eval()
         for bench in ("Set5", "Set14"):
             rows: dict[str, list[tuple[float, float, float]]] = {}
-            for hr_path in sorted((bench_root / bench / "HR").glob("*.png")):
-                lr = load_image(next((bench_root / bench / "LR_bicubic" / "X4").glob(
-                    hr_path.stem + "*")))
+            root = bench_root / bench
+            for pair in load_pairs(root / "HR", root / "LR_bicubic" / "X4", 4):
+                hr = pair.hr
                 with torch.no_grad():
-                    sr = to_unit(g.module(lr[None]), g.out_range)[0].clamp(0, 1)
-                hr = load_image(hr_path)[:, :sr.shape[1], :sr.shape[2]]
+                    sr = to_unit(g.module(pair.lr[None]), g.out_range)[0].clamp(0, 1)
                 variants = {"as is": sr}
                 for sigma in SIGMAS:
                     variants[f"grid optimum, sigma {sigma}"] = (
