@@ -108,6 +108,34 @@ def test_paper_discriminator_size() -> None:
     assert d(torch.rand(2, 3, 96, 96)).shape == (2,)
 
 
+def out_of_place(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose activations all allocate their output."""
+    import copy
+
+    twin = copy.deepcopy(module)
+    for m in twin.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    return twin
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_discriminator_in_place_activations_change_no_gradient(batch_norm: bool) -> None:
+    torch.manual_seed(0)
+    d = plfw.build("discriminator", {"name": "srgan", "input_size": 32, "channels": 8,
+                                     "batch_norm": batch_norm})
+    assert any(getattr(m, "inplace", False) for m in d.modules())
+    twin = out_of_place(d)
+    x = torch.randn(4, 3, 32, 32)
+    grads = []
+    for net in (d, twin):
+        xi = x.clone().requires_grad_(True)
+        net(xi).square().sum().backward()
+        grads.append([xi.grad, *(p.grad for p in net.parameters())])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_icnr_starts_without_a_subpixel_grid() -> None:
     """On a flat input, a random sub-pixel conv makes a 4x4 pattern; ICNR makes none."""
     def grid_strength(icnr: bool) -> float:

@@ -86,6 +86,32 @@ def test_conv_tap_is_the_real_pre_activation(caffe_vgg19: nn.Module) -> None:
     torch.testing.assert_close(out["relu5_4"], out["conv5_4"].clamp(min=0))
 
 
+@pytest.mark.parametrize("taps", [["relu5_4"], ["conv1_2", "relu2_1", "conv3_1", "pool3"]])
+def test_in_place_relus_keep_taps_and_gradients(taps: list[str]) -> None:
+    import copy
+
+    net = vgg(taps=taps, weights="none")
+    inplace = [m.inplace for m in net.layers if isinstance(m, nn.ReLU)]
+    assert any(inplace)
+    twin = copy.deepcopy(net)
+    for m in twin.layers:
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    x = torch.rand(2, 3, 32, 32)
+    results = []
+    for n in (net, twin):
+        xi = x.clone().requires_grad_(True)
+        out = n(xi)
+        sum(v.square().mean() for v in out.values()).backward()
+        results.append((out, xi.grad))
+    (out, grad), (ref, ref_grad) = results
+    for tap in taps:
+        torch.testing.assert_close(out[tap], ref[tap])
+        if tap.startswith("conv"):
+            assert (out[tap] < 0).any()  # a conv tap is still the pre-activation
+    torch.testing.assert_close(grad, ref_grad)
+
+
 def test_truncated_at_deepest_tap_and_pool_taps() -> None:
     net = vgg(taps=["relu2_2"], weights="none")
     assert len(net.layers) == 9

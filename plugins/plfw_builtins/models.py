@@ -172,12 +172,13 @@ class SRGANDiscriminator(nn.Module):
                 layers.append(nn.Conv2d(cin, cout, 3, padding=1))
             else:
                 layers += _conv_bn(cin, cout, 3, batch_norm, stride)
-            layers.append(nn.LeakyReLU(0.2))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))  # conv / BN backward never reads it
             cin = cout
         self.features = nn.Sequential(*layers)
         side = input_size // 16
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(cin * side * side, 1024), nn.LeakyReLU(0.2), nn.Linear(1024, 1)
+            nn.Flatten(), nn.Linear(cin * side * side, 1024), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(1024, 1)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,10 @@
 Taps are named after the layer they read: ``convI_J`` is the J-th convolution of block I before
 its activation, ``reluI_J`` the same after it, ``poolI`` the block's max-pool. The paper's VGG54
 is ``relu5_4``; ESRGAN-style losses read ``conv5_4``. The network stops at the deepest tap, and
-its ReLUs are not in-place, so a ``conv`` tap really is the pre-activation (torchvision's
-in-place ReLUs would rectify it behind the tap's back).
+a ReLU is in-place unless the convolution before it is a tap, so a ``conv`` tap really is the
+pre-activation (torchvision's in-place ReLUs would rectify it behind the tap's back); the others
+rectify the convolution's output where it lies, which saves a pass over memory (a convolution's
+backward needs its input and weights, never its output).
 
 Weights (``weights`` parameter):
 - ``caffe`` (vgg19 only, the default there): the original VGG19 of Simonyan & Zisserman (weights
@@ -85,7 +87,7 @@ class VGGFeatures(nn.Module):
 
         layers: list[nn.Module] = []
         cin = 3
-        for name in names[: max(self._tap_at) + 1]:
+        for i, name in enumerate(names[: max(self._tap_at) + 1]):
             if name.startswith("conv"):
                 cout = BLOCKS[arch][int(name[4]) - 1][0]
                 conv = nn.Conv2d(cin, cout, 3, padding=1)
@@ -96,7 +98,7 @@ class VGGFeatures(nn.Module):
                 layers.append(conv)
                 cin = cout
             elif name.startswith("relu"):
-                layers.append(nn.ReLU(inplace=False))
+                layers.append(nn.ReLU(inplace=i - 1 not in self._tap_at))
             else:
                 layers.append(nn.MaxPool2d(2, 2))
         self.layers = nn.Sequential(*layers)
