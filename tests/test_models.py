@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -110,8 +112,6 @@ def test_paper_discriminator_size() -> None:
 
 def out_of_place(module: nn.Module) -> nn.Module:
     """A copy of ``module`` whose activations all allocate their output."""
-    import copy
-
     twin = copy.deepcopy(module)
     for m in twin.modules():
         if hasattr(m, "inplace"):

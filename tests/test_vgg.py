@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import textwrap
 from pathlib import Path
 
@@ -88,8 +89,6 @@ def test_conv_tap_is_the_real_pre_activation(caffe_vgg19: nn.Module) -> None:
 
 @pytest.mark.parametrize("taps", [["relu5_4"], ["conv1_2", "relu2_1", "conv3_1", "pool3"]])
 def test_in_place_relus_keep_taps_and_gradients(taps: list[str]) -> None:
-    import copy
-
     net = vgg(taps=taps, weights="none")
     inplace = [m.inplace for m in net.layers if isinstance(m, nn.ReLU)]
     assert any(inplace)

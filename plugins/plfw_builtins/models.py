@@ -172,7 +172,8 @@ class SRGANDiscriminator(nn.Module):
                 layers.append(nn.Conv2d(cin, cout, 3, padding=1))
             else:
                 layers += _conv_bn(cin, cout, 3, batch_norm, stride)
-            layers.append(nn.LeakyReLU(0.2, inplace=True))  # conv / BN backward never reads it
+            # in place: the conv / BN before it needs its input for backward, not its output
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
             cin = cout
         self.features = nn.Sequential(*layers)
         side = input_size // 16
