@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from plfw_builtins.artefacts import PeakLoss
 from plfw_builtins.datasets import HRFolder, HRFolderParams
 
-import plfw
-from plfw.evaluate import Pair, load_pairs
+from plfw.checkpoint import atomic_torch_save
+from plfw.evaluate import Pair, build_metrics, evaluate, load_pairs
 from plfw.generators import open_generator, to_unit
 
 
@@ -43,12 +43,13 @@ def tail(g: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return g.tail(x)
 
 
-@torch.no_grad()
-def validate(g: torch.nn.Module, out_range: tuple[float, float], pairs: list[Pair]) -> dict:
-    metrics = {name: plfw.build("metric", name) for name in ("psnr_y", "periodic_db")}
-    srs = [to_unit(g(p.lr[None]), out_range)[0].clamp(0, 1) for p in pairs]
-    return {name: sum(m(sr, p.hr) for sr, p in zip(srs, pairs, strict=True)) / len(pairs)
-            for name, m in metrics.items()}
+VAL_METRICS = ("psnr_y", "periodic_db")
+
+
+def validate(g: torch.nn.Module, out_range: tuple[float, float], pairs: list[Pair],
+             metrics: dict) -> dict:
+    scores = evaluate(lambda lr: to_unit(g(lr[None]), out_range)[0], pairs, 4, metrics=metrics)
+    return {name: scores[name] for name in metrics}
 
 
 def main() -> None:
@@ -83,6 +84,7 @@ def main() -> None:
                                          drop_last=True, num_workers=0)
     set5 = a.data / "benchmarks" / "Set5"
     val_pairs = load_pairs(set5 / "HR", set5 / "LR_bicubic" / "X4", 4)  # read once
+    val_metrics = build_metrics(VAL_METRICS, 4)
     peak, low = PeakLoss(4, 64), loaded.out_range
     t0 = time.time()
     while step < a.steps:
@@ -104,24 +106,20 @@ def main() -> None:
                 print(f"update {step}/{a.steps} mse {mse.item():.2e} peak {pk.item():.3f} "
                       f"{(time.time() - t0) / 60:.1f} min", flush=True)
             if step % a.every == 0 or step == a.steps:
-                val = validate(student, low, val_pairs)
+                val = validate(student, low, val_pairs, val_metrics)
                 line = {"step": step, "mse_to_teacher": mse.item(), "peak": pk.item(),
                         **{f"set5_{k}": v for k, v in val.items()}}
                 with open(a.out / "log.jsonl", "a") as f:
                     f.write(json.dumps(line) + "\n")
                 print(line, flush=True)
-                tmp = state_file.with_suffix(".tmp")
-                torch.save({"state_dict": student.state_dict(), "opt": opt.state_dict(),
-                            "step": step}, tmp)
-                tmp.replace(state_file)
+                atomic_torch_save({"state_dict": student.state_dict(), "opt": opt.state_dict(),
+                                   "step": step}, state_file)
             if step >= a.steps:
                 break
     src = torch.load(loaded.path, weights_only=False)
     result = {**src, "state_dict": student.state_dict(), "phase": "degrid",
               "step": src.get("step", 0) + step}
-    tmp = a.out / "generator.tmp"
-    torch.save(result, tmp)
-    tmp.replace(a.out / "generator.pt")
+    atomic_torch_save(result, a.out / "generator.pt")
     print(f"wrote {a.out / 'generator.pt'}", file=sys.stderr)
 
 

@@ -77,17 +77,14 @@ def welch_spectrum(y: torch.Tensor, tile: int) -> torch.Tensor:
 def peak_ratios(power: torch.Tensor, period: int) -> torch.Tensor:
     """Power at each grid frequency over the median of its ring (step 2 above), a vector."""
     n = power.shape[-1]
-    offsets = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
-               if max(abs(dy), abs(dx)) >= 2]
-    ratios = []
-    for ky in range(period):
-        for kx in range(period):
-            if ky == kx == 0:
-                continue
-            py, px = ky * n // period, kx * n // period
-            ring = torch.stack([power[(py + dy) % n, (px + dx) % n] for dy, dx in offsets])
-            ratios.append(power[py, px] / ring.median().clamp_min(1e-30))
-    return torch.stack(ratios)
+    k = torch.arange(period, device=power.device) * n // period
+    py, px = (t.flatten()[1:] for t in torch.meshgrid(k, k, indexing="ij"))  # skip (0, 0)
+    d = torch.arange(-3, 4, device=power.device)
+    dy, dx = (t.flatten() for t in torch.meshgrid(d, d, indexing="ij"))
+    keep = torch.maximum(dy.abs(), dx.abs()) >= 2
+    dy, dx = dy[keep], dx[keep]
+    ring = power[(py[:, None] + dy) % n, (px[:, None] + dx) % n]
+    return power[py, px] / ring.median(dim=1).values.clamp_min(1e-30)
 
 
 def periodic_energy(y: torch.Tensor, period: int, tile: int) -> float:
@@ -198,7 +195,9 @@ class PeakLoss(nn.Module):
         return peak_ratios(welch_spectrum(y, tile), self.period).clamp_min(1e-30).log()
 
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
-        excess = self._log_ratios(sr) - self._log_ratios(hr).detach()
+        with torch.no_grad():
+            reference = self._log_ratios(hr)
+        excess = self._log_ratios(sr) - reference
         return F.relu(excess).square().mean()
 
     def extra_repr(self) -> str:
