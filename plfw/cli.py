@@ -80,7 +80,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_method(args: argparse.Namespace) -> Any:
-    """LR -> SR for ``--model``: MATLAB bicubic, or a generator run on the chosen device."""
+    """LR -> SR for ``--model``: MATLAB bicubic, or a generator run on the chosen device;
+    averaged over the 8 flips and rotations with ``--self-ensemble``."""
+    from plfw.ensemble import self_ensemble
+
+    method = _model_method(args)
+    return self_ensemble(method) if args.self_ensemble else method
+
+
+def _model_method(args: argparse.Namespace) -> Any:
     from plfw.evaluate import bicubic
 
     if args.model == "bicubic":
@@ -105,7 +113,8 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
                              overlap=args.overlap, overwrite=args.overwrite, device=args.device,
                              precision=args.precision, progress=not args.quiet,
                              alpha=args.alpha, out_format=args.out_format,
-                             quality=args.quality, suffix=args.suffix, json_lines=args.json)
+                             quality=args.quality, suffix=args.suffix, json_lines=args.json,
+                             self_ensemble=args.self_ensemble)
     return 1 if failures else 0
 
 
@@ -153,6 +162,11 @@ def _add_runtime(p: argparse.ArgumentParser, precision: str = "auto", why: str =
                    help=f"default {precision}{why}")
 
 
+def _add_ensemble(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="average the model over the 8 flips and rotations (8x the time)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plfw", description="Plugin-based perceptual-loss training for super-resolution.")
@@ -196,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--border", type=int, default=-1, help="pixels cropped (default: scale)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_ensemble(p)
     _add_runtime(p, "fp32", ": scores do not depend on whether the CPU has fast bf16")
     p.set_defaults(func=_cmd_eval)
 
@@ -221,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="one JSON record per file on stdout: in, out, size, seconds, error")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_ensemble(p)
     _add_runtime(p)
     p.set_defaults(func=_cmd_upscale)
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from plfw.ensemble import DIHEDRAL, dihedral_mean
 from plfw.errors import DiskFull, UserError
 from plfw.generators import load_generator
 from plfw.images import (
@@ -61,10 +62,13 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
                   overlap: int = 32, overwrite: bool = False, device: str = "auto",
                   precision: str = "auto", progress: bool = True, alpha: str = "bicubic",
                   out_format: str = "png", quality: int = 95, suffix: str | None = None,
-                  json_lines: bool = False) -> list[tuple[Path, str]]:
+                  json_lines: bool = False, self_ensemble: bool = False
+                  ) -> list[tuple[Path, str]]:
     """Upscale each input into ``out``/<stem><suffix>.<out_format> (suffix default
     ``_x<scale>``); return the (file, reason) failures. With ``json_lines`` one JSON record
-    per file goes to stdout (in, out, size, seconds, error) and the summary to stderr."""
+    per file goes to stdout (in, out, size, seconds, error) and the summary to stderr.
+    ``self_ensemble`` averages the model over the 8 flips and rotations
+    (:mod:`plfw.ensemble`, 8x the time)."""
     if alpha not in ALPHA_MODES:
         raise UserError(f"--alpha must be one of {', '.join(ALPHA_MODES)}, got {alpha!r}")
     if out_format not in OUT_FORMATS:
@@ -84,6 +88,7 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
     failures: list[tuple[Path, str]] = []
     pixels, started = 0, time.perf_counter()
     net = frozen_runner(generator, out_range, rt)
+    passes = len(DIHEDRAL) if self_ensemble else 1
     fp32: list[Any] = []  # the fp32 runner for 16-bit images, made when first needed
     stdout = sys.stderr if json_lines else sys.stdout
     outer = tqdm(files, desc="images", unit="file", disable=not progress or len(files) < 2,
@@ -112,11 +117,16 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
                 bar.n = done
                 bar.refresh()
 
-            def through_model(planes: torch.Tensor, tick: Any = tick, run: Any = run
-                              ) -> torch.Tensor:
+            def tiled(rgb: torch.Tensor, i: int, tick: Any = tick, run: Any = run
+                      ) -> torch.Tensor:
+                """Pass ``i`` of the ensemble; the bar counts the tiles of all passes."""
+                return upscale_tiled(run, rgb, scale, tile=tile, overlap=overlap,
+                                     progress=lambda d, t: tick(i * t + d, passes * t))
+
+            def through_model(planes: torch.Tensor, tiled: Any = tiled) -> torch.Tensor:
                 """C=1 or 3 planes -> upscaled planes, gray as three equal channels."""
                 rgb = planes.expand(3, -1, -1) if planes.shape[0] == 1 else planes
-                sr = upscale_tiled(run, rgb, scale, tile=tile, overlap=overlap, progress=tick)
+                sr = dihedral_mean(tiled, rgb, passes)
                 return sr.mean(0, keepdim=True) if planes.shape[0] == 1 else sr
 
             colour, mask = pic.colour, pic.alpha
