@@ -2,6 +2,7 @@
 
     python benchmarks/profile_step.py [--steps mse,srgan] [--precision auto|fp32|bf16]
                                       [--channels-last auto|true|false] [--repeats 3] [--json]
+                                      [--config CONFIG] [--batch 16] [--crop 96]
 
 The step is the one ``plfw bench`` times (:func:`plfw.step.build_step` on the paper's SRGAN
 config, batch 16 of 96x96 unless told otherwise), warmed up, then profiled over ``--repeats``
@@ -17,6 +18,7 @@ import argparse
 import json
 import sys
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,9 +51,9 @@ def classify(name: str) -> str:
 
 
 def profile_step(step_name: str, precision: str, channels_last: str, repeats: int,
-                 batch: int, crop: int) -> dict[str, Any]:
+                 batch: int, crop: int, config: str | Path = DEFAULT_CONFIG) -> dict[str, Any]:
     """Self CPU seconds per operator class and the top 12 operators, per step."""
-    cfg = load_config(DEFAULT_CONFIG, [])
+    cfg = load_config(config, [])
     rt = make_runtime("cpu", precision, channels_last, "false", 0)
     _, call = build_step(cfg, phase_for(cfg, step_name), rt, batch, crop)
     for _ in range(2):
@@ -87,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
     args = p.parse_args(argv)
     results = []
     for name in [s.strip() for s in args.steps.split(",") if s.strip()]:
         print(f"profiling {name} ...", file=sys.stderr)
         results.append(profile_step(name, args.precision, args.channels_last, args.repeats,
-                                    args.batch, args.crop))
+                                    args.batch, args.crop, args.config))
     if args.json:
         print(json.dumps(results, indent=1))
         return 0

@@ -3,6 +3,7 @@ No timing is asserted here: the speed targets are checked by running the benchma
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -61,3 +62,17 @@ def test_bench_rejects_an_unknown_step(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["bench", "--config", str(config), "--steps", "srgan", "--reference",
                  "none"]) == 2
     assert "no phase for 'srgan'" in capsys.readouterr().err
+
+
+def test_profile_step_splits_a_step_by_operator_class(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "profile_step", Path(__file__).resolve().parents[1] / "benchmarks" / "profile_step.py")
+    profile_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile_step)
+    out = profile_step.profile_step("srgan", "fp32", "false", 1, 2, 16, tiny_config(tmp_path))
+    shares = out["classes"]
+    assert shares["convolution"]["s"] > 0 and shares["batch norm"]["s"] > 0
+    assert sum(v["share"] for v in shares.values()) == pytest.approx(1, abs=0.01)
+    assert out["top"][0]["s"] >= out["top"][-1]["s"] > 0
+    assert profile_step.classify("aten::_prelu_kernel_backward") == "activation"
+    assert profile_step.classify("aten::convolution_backward") == "convolution"
