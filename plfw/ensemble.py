@@ -38,12 +38,15 @@ def dihedral_mean(fn: Callable[[Tensor, int], Tensor], x: Tensor, passes: int = 
         raise ValueError(f"passes must be 1..{len(DIHEDRAL)}, got {passes}")
     if passes == 1:
         return fn(x, 0)
-    total: Tensor | None = None
-    for i in range(passes):
-        out = untransform(fn(transform(x, i).contiguous(), i), i).float()
-        total = out.clone() if total is None else total.add_(out)
-        del out
-    assert total is not None
+
+    def one(i: int) -> Tensor:
+        return untransform(fn(transform(x, i).contiguous(), i), i).float()
+
+    # untransform returns a new tensor (rot90 copies even for no turn), so the first pass's
+    # output can hold the running sum; each later output is freed right after its add.
+    total = one(0)
+    for i in range(1, passes):
+        total.add_(one(i))
     return total.div_(passes)
 
 
