@@ -54,7 +54,7 @@ def profile_step(step_name: str, precision: str, channels_last: str, repeats: in
                  batch: int, crop: int, config: str | Path = DEFAULT_CONFIG) -> dict[str, Any]:
     """Self CPU seconds per operator class and the top 12 operators, per step."""
     cfg = load_config(config, [])
-    rt = make_runtime("cpu", precision, channels_last, "false", 0)
+    rt = make_runtime("cpu", precision, channels_last, "activations", 0)
     _, call = build_step(cfg, phase_for(cfg, step_name), rt, batch, crop)
     for _ in range(2):
         call()

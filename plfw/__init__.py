@@ -21,6 +21,7 @@ hookimpl = pluggy.HookimplMarker("plfw")
 
 if TYPE_CHECKING:
     from plfw.features import CAFFE, IMAGENET, SIGNED, UNIT, InputSpec, freeze, is_frozen
+    from plfw.fused import PReLU, prelu
     from plfw.images import ImageError, list_images, load_image_uint8, probe_image, show_path
     from plfw.imresize import bicubic_downscale_uint8
     from plfw.imresize import imresize as matlab_imresize
@@ -48,6 +49,7 @@ _LAZY = {
     **dict.fromkeys(("resolve_weights", "read_weights", "load_weights", "offline", "Hub",
                      "Packaged", "Source", "Unavailable"), "plfw.weights"),
     "bicubic_downscale_uint8": "plfw.imresize",
+    **dict.fromkeys(("PReLU", "prelu"), "plfw.fused"),
     **dict.fromkeys(("conv_after_shuffle", "subpixel_weight"), "plfw.subpixel"),
     **dict.fromkeys(("psnr_y", "ssim_y", "rgb_to_y"), "plfw.metrics"),
     **dict.fromkeys(("ImageError", "list_images", "load_image_uint8", "probe_image",
@@ -94,6 +96,7 @@ __all__ = [
     "Hub",
     "ImageError",
     "InputSpec",
+    "PReLU",
     "Packaged",
     "Register",
     "Registry",
@@ -114,6 +117,7 @@ __all__ = [
     "load_weights",
     "matlab_imresize",
     "offline",
+    "prelu",
     "probe_image",
     "psnr_y",
     "read_weights",

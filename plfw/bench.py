@@ -72,7 +72,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"])
     p.add_argument("--compile", default="auto",
-                   choices=["auto", "true", "false", "reduce-overhead"])
+                   choices=["auto", "true", "false", "reduce-overhead", "activations"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--loader", default="",
                    help="image folder to time the data loader on (default: T91 from "
@@ -366,6 +366,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             measure_matmul()
         entry = _summarise(times, args.batch)
         entry["phase"] = phase
+        entry["compiled_prelu"] = step.fused  # plfw.fused: PReLU compiled on its own
         if ref_times:
             ref_s = statistics.median(ref_times)
             entry["reference_s_per_step"] = round(ref_s, 4)

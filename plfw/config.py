@@ -49,7 +49,9 @@ class TrainSettings:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto | fp32 | bf16 (autocast, fp32 master weights)
     channels_last: str = "auto"  # auto | true | false
-    compile: str = "auto"  # auto (on with CUDA) | true | false | reduce-overhead (CUDA graphs)
+    # auto (CUDA: on; CPU: PReLU alone in phases of 5000+ steps) | true | false |
+    # reduce-overhead (CUDA graphs) | activations (PReLU alone, any phase)
+    compile: str = "auto"
     threads: int = 0  # torch CPU threads (0 = torch's default)
     log_every: int = 50
     val_every: int = 1000

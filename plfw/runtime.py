@@ -39,6 +39,9 @@ class Runtime:
     #: torch.compile mode: "default" or "reduce-overhead" (CUDA graphs: for small steps on a
     #: large GPU, where kernel launches and host work dominate)
     compile_mode: str = "default"
+    #: PReLU compiled on its own in training steps (``plfw.fused``): "off", "long" (phases of
+    #: at least ``LONG_PHASE`` steps, where the seconds of warm-up are repaid) or "always"
+    activations: str = "off"
 
     @property
     def is_main(self) -> bool:
@@ -87,8 +90,11 @@ class Runtime:
         return ddp(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
 
-#: ``train.compile`` values beyond auto / true / false: torch.compile with that mode
-COMPILE_MODES = ("reduce-overhead",)
+#: ``train.compile`` values beyond auto / true / false: torch.compile with that mode, or
+#: "activations" (only PReLU compiled, ``plfw.fused``)
+COMPILE_MODES = ("reduce-overhead", "activations")
+#: phases this long compile PReLU alone under ``compile: auto`` on the CPU
+LONG_PHASE = 5000
 
 
 def _flag(value: str | bool, default: bool, what: str) -> bool:
@@ -149,7 +155,7 @@ def make_runtime(device: str = "auto", precision: str = "auto", channels_last: s
                  compile: str | bool = "auto", threads: int = 0) -> Runtime:
     """Resolve 'auto' settings: bf16 and channels_last on CUDA; on the CPU whatever the one-time
     probe measured to be faster (``plfw.probe``); torch.compile on CUDA only (on a few CPU cores
-    its warm-up outlasts short runs)."""
+    its warm-up outlasts short runs); on the CPU only PReLU compiled, in long phases."""
     if threads > 0:
         torch.set_num_threads(threads)
     dev = pick_device(device)
@@ -167,11 +173,15 @@ def make_runtime(device: str = "auto", precision: str = "auto", channels_last: s
         last = dev.type == "cuda" or bool(probed and probed["channels_last"])
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    mode = "default"
-    if str(compile).lower() in COMPILE_MODES:
+    mode, activations = "default", "off"
+    if str(compile).lower() == "activations":
+        compile, activations = False, "always"
+    elif str(compile).lower() in COMPILE_MODES:
         mode, compile = str(compile).lower(), True
+    elif str(compile).lower() == "auto" and dev.type == "cpu":
+        activations = "long"
     return Runtime(dev, bf16, last, _flag(compile, dev.type == "cuda", "compile"), rank, world,
-                   mode)
+                   mode, activations)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import plfw
@@ -34,7 +33,7 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             *_conv_bn(channels, channels, 3, batch_norm),
-            nn.PReLU(channels),
+            plfw.PReLU(channels),
             *_conv_bn(channels, channels, 3, batch_norm),
         )
 
@@ -97,12 +96,12 @@ class SRResNet(nn.Module):
         self.output_range = (float(output_range[0]), float(output_range[1]))
         self.residual = residual
 
-        self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU(channels))
+        self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), plfw.PReLU(channels))
         self.blocks = nn.Sequential(*(ResidualBlock(channels, batch_norm) for _ in range(blocks)))
         self.fuse = nn.Sequential(*_conv_bn(channels, channels, 3, batch_norm))
         self.upsample = nn.Sequential(*(
             nn.Sequential(nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2),
-                          nn.PReLU(channels))
+                          plfw.PReLU(channels))
             for _ in range(int(math.log2(scale)))
         ))
         if icnr:
@@ -135,7 +134,7 @@ class SRResNet(nn.Module):
         # the shuffle, on the 2x grid, where CPU kernels run them 2.3x faster (docs/bench.md).
         conv, _, prelu = self.upsample[-1]
         slope = prelu.weight
-        x = F.prelu(conv(x), slope.repeat_interleave(4) if slope.numel() > 1 else slope)
+        x = plfw.prelu(conv(x), slope.repeat_interleave(4) if slope.numel() > 1 else slope)
         out = plfw.conv_after_shuffle(x, self.tail.weight, self.tail.bias, 2)
         if keep is not None:
             oy, ox = s * (top - y0), s * (left - x0)
