@@ -113,7 +113,7 @@ def basicsr_step(bsr: Any, gan: bool, batch: int, crop: int) -> Callable[[], Any
 
 def plfw_step(gan: bool, precision: str, batch: int, crop: int) -> Callable[[], Any]:
     cfg = load_config(DEFAULT_CONFIG, [])  # the paper's SRGAN-VGG54, as plfw bench times it
-    rt = make_runtime("auto", precision, "auto", False)
+    rt = make_runtime("auto", precision, "auto", "auto")  # as plfw train: PReLU compiled
     _, call = build_step(cfg, phase_for(cfg, "srgan" if gan else "mse"), rt, batch, crop)
     return call
 

@@ -2,6 +2,7 @@
 
     python benchmarks/profile_step.py [--steps mse,srgan] [--precision auto|fp32|bf16]
                                       [--channels-last auto|true|false] [--repeats 3] [--json]
+                                      [--compile auto|false|activations]
                                       [--config CONFIG] [--batch 16] [--crop 96]
 
 The step is the one ``plfw bench`` times (:func:`plfw.step.build_step` on the paper's SRGAN
@@ -32,6 +33,7 @@ from plfw.step import build_step
 #: operator-name fragments -> class, first match wins
 CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("convolution", ("convolution", "conv2d", "mkldnn_conv")),
+    ("compiled PReLU", ("compiledfunction", "compiledfxgraph")),
     ("matmul", ("addmm", "mm", "linear", "matmul")),
     ("batch norm", ("batch_norm",)),
     ("activation", ("prelu", "relu", "leaky", "sigmoid")),
@@ -51,10 +53,11 @@ def classify(name: str) -> str:
 
 
 def profile_step(step_name: str, precision: str, channels_last: str, repeats: int,
-                 batch: int, crop: int, config: str | Path = DEFAULT_CONFIG) -> dict[str, Any]:
+                 batch: int, crop: int, config: str | Path = DEFAULT_CONFIG,
+                 compile: str = "auto") -> dict[str, Any]:
     """Self CPU seconds per operator class and the top 12 operators, per step."""
     cfg = load_config(config, [])
-    rt = make_runtime("cpu", precision, channels_last, "activations", 0)
+    rt = make_runtime("cpu", precision, channels_last, compile, 0)
     _, call = build_step(cfg, phase_for(cfg, step_name), rt, batch, crop)
     for _ in range(2):
         call()
@@ -90,12 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--json", action="store_true")
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.add_argument("--compile", default="auto", choices=("auto", "false", "activations"),
+                   help="auto: PReLU compiled alone in the config's long phases (plfw.fused)")
     args = p.parse_args(argv)
     results = []
     for name in [s.strip() for s in args.steps.split(",") if s.strip()]:
         print(f"profiling {name} ...", file=sys.stderr)
         results.append(profile_step(name, args.precision, args.channels_last, args.repeats,
-                                    args.batch, args.crop, args.config))
+                                    args.batch, args.crop, args.config, args.compile))
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
