@@ -352,6 +352,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 move_closure(ref, dev)
         base = memory_in_use(dev)  # after the reference: only our step's memory counts
         step, ours = build_step(cfg, phase, rt, args.batch, args.crop)
+        _progress(f"{name}: {args.warmup} warm-up steps" +
+                  (" (the first compiles PReLU: seconds)" if step.fused else ""))
         for _ in range(args.warmup):
             timed(ours, dev)
             if ref is not None:
