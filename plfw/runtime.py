@@ -173,12 +173,12 @@ def make_runtime(device: str = "auto", precision: str = "auto", channels_last: s
         last = dev.type == "cuda" or bool(probed and probed["channels_last"])
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    mode, activations = "default", "off"
-    if str(compile).lower() == "activations":
+    mode, activations, text = "default", "off", str(compile).lower()
+    if text == "activations":
         compile, activations = False, "always"
-    elif str(compile).lower() in COMPILE_MODES:
-        mode, compile = str(compile).lower(), True
-    elif str(compile).lower() == "auto" and dev.type == "cpu":
+    elif text in COMPILE_MODES:
+        mode, compile = text, True
+    elif text == "auto" and dev.type == "cpu":
         activations = "long"
     return Runtime(dev, bf16, last, _flag(compile, dev.type == "cuda", "compile"), rank, world,
                    mode, activations)
