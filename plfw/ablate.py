@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from plfw import config as config_mod
-from plfw.ablation import STATE_FILE, Ablation, Job, load_ablation, read_state
+from plfw.ablation import STATE_FILE, Ablation, Job, job_overrides, load_ablation, read_state
 from plfw.checkpoint import CheckpointDir, atomic_write_bytes
 from plfw.errors import UserError, suggest
 from plfw.locks import FolderLock
@@ -32,7 +32,7 @@ RUNTIME_KEYS = {"train": ("device", "threads", "compile", "log_every", "val_ever
 
 def _learned(config: dict[str, Any]) -> dict[str, Any]:
     """The part of a resolved config that decides what a run learns (not where it lives)."""
-    out = {k: v for k, v in config.items() if k not in ("run_dir", "name")}
+    out = {k: v for k, v in config.items() if k not in ("run_dir", "name", "curve")}
     for section, keys in RUNTIME_KEYS.items():
         if isinstance(out.get(section), dict):
             out[section] = {k: v for k, v in out[section].items() if k not in keys}
@@ -76,9 +76,9 @@ def train_job(ab: Ablation, job: Job, log: Any = print, progress: bool = False) 
     resume = CheckpointDir(run_dir / "checkpoints", cfg.train.keep_last).latest() is not None
     if not resume:
         state = {}
-    state.update(overrides=[*ab.spec.overrides, *ab.runs[job.run], *ab.extra], config=resolved,
-                 finished=False,
-                 run=job.run, seed=job.seed)
+    state.update(overrides=job_overrides(ab, job.run, job.point), config=resolved,
+                 finished=False, run=job.run, seed=job.seed,
+                 point={k: v for k, v in job.point})
     state.setdefault("train_seconds", 0.0)
     state.setdefault("code", []).append(_code_version())  # one entry per invocation
     log(f"plfw ablate: {job.label}: {'resuming' if resume else 'training'} in {run_dir}")
@@ -91,6 +91,37 @@ def train_job(ab: Ablation, job: Job, log: Any = print, progress: bool = False) 
         if run_dir.is_dir():
             atomic_write_bytes(run_dir / STATE_FILE, json.dumps(state, indent=2).encode())
     return "resumed" if resume else "trained"
+
+
+def pack_job(job: Job) -> Path | None:
+    """Keep only a finished job's final generator, as fp16 safetensors (spec in the metadata,
+    loaded back into fp32 weights), and drop its checkpoints and other phases' models.
+    Returns the packed file (None when the job is not finished)."""
+    import shutil
+
+    from safetensors.torch import save
+
+    from plfw.ablation import PACKED, finished_model
+    from plfw.generators import GENERATOR_FORMAT
+
+    model = finished_model(job)
+    if model is None:
+        return None
+    if model.name.endswith(PACKED):
+        return model
+    import torch
+
+    saved = torch.load(model, map_location="cpu", weights_only=True)
+    tensors = {k: (v.half() if v.is_floating_point() else v).detach().contiguous().clone()
+               for k, v in saved["state_dict"].items()}
+    packed = model.with_name(model.name[: -len(".pt")] + PACKED)
+    atomic_write_bytes(packed, save(tensors, metadata={
+        "format": GENERATOR_FORMAT, "generator": json.dumps(saved["generator"]),
+        "step": str(saved.get("step", "")), "stored_as": "fp16 (trained in fp32)"}))
+    for other in (job.run_dir / "models").glob("*.pt"):
+        other.unlink()
+    shutil.rmtree(job.run_dir / "checkpoints", ignore_errors=True)
+    return packed
 
 
 def run_ablation(path: str | Path, out: str | Path | None = None,
@@ -132,6 +163,8 @@ def run_ablation(path: str | Path, out: str | Path | None = None,
             for index, job in enumerate(jobs, 1):
                 log(f"plfw ablate: job {index}/{len(jobs)}")
                 train_job(ab, job, log=log, progress=progress)
+                if ab.spec.artefacts == "final_fp16":
+                    pack_job(job)
         finally:
             for lock in locks:
                 lock.release()

@@ -11,6 +11,7 @@ Running the jobs lives in :mod:`plfw.ablate`, scoring and the report in :mod:`pl
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -40,6 +41,15 @@ class EvalSet:
 
 
 @dataclass
+class CurveSpec:
+    """Learning curves inside every job: score the generator at these global steps."""
+
+    at: list[int] = field(default_factory=list)
+    metrics: list[Any] = field(default_factory=lambda: ["psnr_y"])  # a cheaper subset, say
+    sets: list[str] | None = None  # names of eval sets (default: all of them)
+
+
+@dataclass
 class EvalSettings:
     hr: str | None = None  # shorthand for sets: {<folder name>: {hr: ..., lr: ...}}
     lr: str | None = None
@@ -47,6 +57,25 @@ class EvalSettings:
     scale: int | None = None  # defaults to the base config's scale
     sets: dict[str, EvalSet] = field(default_factory=dict)
     device: str = "auto"
+    curve: CurveSpec = field(default_factory=CurveSpec)
+
+
+@dataclass
+class ExtraSeeds:
+    """More seeds at some sweep points, e.g. 3 at the paper's weight and 2 elsewhere."""
+
+    at: dict[str, Any] = MISSING  # sweep key -> value
+    seeds: list[int] = MISSING
+
+
+@dataclass
+class Primary:
+    """The one comparison declared before training; everything else is exploratory."""
+
+    metric: str = MISSING  # a metric label of the ablation
+    set: str | None = None  # an eval set (default: all sets pooled)
+    psnr: float | None = None  # matched PSNR-Y level [dB]; null: at `point`
+    point: dict[str, Any] = field(default_factory=dict)  # sweep key -> value (single setting)
 
 
 @dataclass
@@ -63,25 +92,51 @@ class AblationFile:
     base: str = MISSING  # the base config, relative to the ablation file
     overrides: list[str] = field(default_factory=list)  # for every run, before its own
     runs: dict[str, list[str]] = MISSING  # run name -> its overrides
+    # config key -> values: every run at every value (every combination of several keys)
+    sweep: dict[str, list[Any]] = field(default_factory=dict)
     seeds: list[int] | None = None  # repeat every run once per seed (sets `seed`)
+    extra_seeds: list[ExtraSeeds] = field(default_factory=list)
     baseline: str | None = None  # the run every other run is compared with
+    primary: Primary | None = None
+    # what a finished job keeps: all (checkpoints, every phase's .pt) or final_fp16 (only the
+    # last phase's generator, as fp16 safetensors: half the bytes of a committed study)
+    artefacts: str = "all"
     metrics: list[Any] = field(default_factory=lambda: ["psnr_y", "ssim_y"])
     eval: EvalSettings = field(default_factory=EvalSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     notes: str = ""  # limits of the comparison, printed in the report
 
 
+Point = tuple[tuple[str, Any], ...]  # one sweep setting: ((key, value), ...) in sweep order
+
+
+def point_label(point: Point) -> str:
+    """``adversarial.weight=0.001`` (the key's last two parts), several joined by ``,``: the
+    name of a sweep point in reports and its folder name."""
+    return ",".join(f"{'.'.join(k.split('.')[-2:])}={_value_text(v)}" for k, v in point)
+
+
+def _value_text(value: Any) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
 @dataclass
 class Job:
-    """One training run of the ablation: a run name, a seed (or None) and its config."""
+    """One training run of the ablation: a run name, a sweep point, a seed and its config."""
 
     run: str
     seed: int | None
     config: Config
+    point: Point = ()
+
+    @property
+    def arm(self) -> str:
+        """The run at its sweep point: what seeds repeat."""
+        return self.run if not self.point else f"{self.run}[{point_label(self.point)}]"
 
     @property
     def label(self) -> str:
-        return self.run if self.seed is None else f"{self.run}/seed{self.seed}"
+        return self.arm if self.seed is None else f"{self.arm}/seed{self.seed}"
 
     @property
     def run_dir(self) -> Path:
@@ -113,8 +168,22 @@ class Ablation:
     def overrides(self) -> list[str]:
         return [*self.spec.overrides, *self.extra]
 
-    def jobs_of(self, run: str) -> list[Job]:
-        return [j for j in self.jobs if j.run == run]
+    @property
+    def points(self) -> list[Point]:
+        """Every sweep point (one empty point without a sweep)."""
+        keys = list(self.spec.sweep)
+        return [tuple(zip(keys, values, strict=True))
+                for values in itertools.product(*self.spec.sweep.values())]
+
+    @property
+    def arms(self) -> dict[str, tuple[str, Point]]:
+        """Arm label -> (run, point), runs in file order, each over the sweep points."""
+        return {Job(run, None, None, p).arm: (run, p)  # type: ignore[arg-type]
+                for run in self.runs for p in self.points}
+
+    def jobs_of(self, arm: str) -> list[Job]:
+        """The jobs (seeds) of an arm label, or of a run name (all its points)."""
+        return [j for j in self.jobs if j.arm == arm or (j.run == arm and not j.point)]
 
     def use_sets(self, hr: str, lr: str | None = None) -> None:
         """Score on one other folder (``--hr`` / ``--lr``) instead of the file's sets."""
@@ -133,9 +202,16 @@ def _check_overrides(items: list[str], where: str) -> None:
             raise UserError(f"{where}: '{item}' is not of the form key=value")
 
 
-def _job_config(ab: Ablation, run: str, seed: int | None) -> Config:
+def job_overrides(ab: Ablation, run: str, point: Point = ()) -> list[str]:
+    """The overrides of one job, in order: shared, the sweep point, the run's, the command
+    line's (which has the last word)."""
+    swept = [f"{k}={json.dumps(v)}" for k, v in point]
+    return [*ab.spec.overrides, *swept, *ab.runs[run], *ab.extra]
+
+
+def _job_config(ab: Ablation, run: str, seed: int | None, point: Point = ()) -> Config:
     data = config_mod.read_config_file(ab.base)
-    items = [*ab.spec.overrides, *ab.runs[run], *ab.extra]  # the command line has the last word
+    items = job_overrides(ab, run, point)
     for item in items:
         item = item.replace(OUT_TOKEN, str(ab.out))
         item = item.replace(SEED_TOKEN, str(seed if seed is not None else data.get("seed", 0)))
@@ -145,8 +221,18 @@ def _job_config(ab: Ablation, run: str, seed: int | None) -> Config:
             raise UserError(f"{ab.path}: run '{run}': {exc}") from None
     if seed is not None:
         data["seed"] = seed
-    folder = ab.out / run if seed is None else ab.out / run / f"seed{seed}"
+    folder = ab.out / run
+    if point:
+        folder = folder / point_label(point)
+    if seed is not None:
+        folder = folder / f"seed{seed}"
     data["run_dir"] = str(folder)
+    curve = ab.spec.eval.curve
+    if curve.at:
+        names = curve.sets if curve.sets is not None else list(ab.sets)
+        data["curve"] = {"at": list(curve.at), "metrics": list(curve.metrics),
+                         "sets": {n: {"hr": ab.sets[n].hr, "lr": ab.sets[n].lr,
+                                      "limit": ab.sets[n].limit} for n in names}}
     data["name"] = run
     try:
         return config_mod.build_config(data, name=run)
@@ -213,6 +299,8 @@ def load_ablation(path: str | Path, out: Path | None = None,
                                    or any(s < 0 for s in spec.seeds)):
         raise UserError(f"{path}: seeds must be a non-empty list of distinct whole numbers >= 0, "
                         f"got {spec.seeds}")
+    if spec.artefacts not in ("all", "final_fp16"):
+        raise UserError(f"{path}: artefacts must be all or final_fp16, got {spec.artefacts!r}")
     if not spec.metrics:
         raise UserError(f"{path}: metrics: give at least one metric, e.g. [psnr_y]")
     rep = spec.report
@@ -226,11 +314,58 @@ def load_ablation(path: str | Path, out: Path | None = None,
     out_dir = Path(out) if out is not None else Path("runs") / path.stem
     ab = Ablation(path=path, spec=spec, base=base, out=out_dir, extra=list(extra or []),
                   scale=scale, sets=_eval_sets(path, spec.eval, base_cfg))
+    _check_sweep(path, spec, ab)
     seeds: list[int | None] = list(spec.seeds) if spec.seeds is not None else [None]
-    # Seed-major order: every run once before any run twice, so an interrupted study has
-    # every arm at its first seeds rather than some arms at all seeds.
-    ab.jobs = [Job(run, seed, _job_config(ab, run, seed)) for seed in seeds for run in spec.runs]
+    # Seed-major order: every arm once before any arm twice, so an interrupted study has
+    # every arm at its first seeds rather than some arms at all seeds; extra seeds come last.
+    order = [(seed, p) for seed in seeds for p in ab.points]
+    for extra_seeds in spec.extra_seeds:
+        at = tuple((k, extra_seeds.at[k]) for k in spec.sweep)
+        order += [(seed, at) for seed in extra_seeds.seeds if (seed, at) not in order]
+    ab.jobs = [Job(run, seed, _job_config(ab, run, seed, p), p)
+               for seed, p in order for run in spec.runs]
     return ab
+
+
+def _check_sweep(path: Path, spec: AblationFile, ab: Ablation) -> None:
+    """Sweep values, extra seeds, the primary endpoint and curve sets name real things."""
+    for key, values in spec.sweep.items():
+        if not isinstance(values, list) or not values or len(set(map(str, values))) != len(values):
+            raise UserError(f"{path}: sweep.{key}: give a list of distinct values, e.g. "
+                            f"[3.0e-4, 1.0e-3, 3.0e-3]")
+        _check_overrides([f"{key}=x"], f"{path}: sweep")
+    for i, extra in enumerate(spec.extra_seeds):
+        where = f"{path}: extra_seeds[{i}]"
+        if set(extra.at) != set(spec.sweep):
+            raise UserError(f"{where}.at must give a value for every sweep key "
+                            f"({', '.join(spec.sweep) or 'there is no sweep'})")
+        for key, value in extra.at.items():
+            if value not in spec.sweep[key]:
+                raise UserError(f"{where}.at: {value!r} is not one of sweep.{key}'s values")
+        if spec.seeds is None or not extra.seeds or any(s < 0 for s in extra.seeds):
+            raise UserError(f"{where}: needs `seeds:` at the top level and non-negative seeds")
+    curve = spec.eval.curve
+    for name in curve.sets or []:
+        if name not in ab.sets:
+            raise UserError(f"{path}: eval.curve.sets: no eval set '{name}'"
+                            f"{suggest(name, ab.sets)}")
+    if curve.at and (any(s < 1 for s in curve.at) or len(set(curve.at)) != len(curve.at)):
+        raise UserError(f"{path}: eval.curve.at: expected distinct steps >= 1, got {curve.at}")
+    primary = spec.primary
+    if primary is not None:
+        labels = [m if isinstance(m, str) else m.get("name") for m in spec.metrics]
+        if primary.metric not in labels:
+            raise UserError(f"{path}: primary.metric '{primary.metric}' is not one of the "
+                            f"metrics{suggest(primary.metric, labels)}")
+        if primary.set is not None and primary.set not in ab.sets:
+            raise UserError(f"{path}: primary.set: no eval set '{primary.set}'"
+                            f"{suggest(primary.set, ab.sets)}")
+        if spec.baseline is None:
+            raise UserError(f"{path}: a primary endpoint compares with the baseline: set "
+                            "`baseline:`")
+        if primary.psnr is None and set(primary.point) != set(spec.sweep):
+            raise UserError(f"{path}: primary: give `psnr:` (a matched PSNR-Y level) or a "
+                            f"`point:` with a value for every sweep key")
 
 
 def _network_name(spec: Any) -> str | None:
@@ -273,12 +408,16 @@ def read_state(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+PACKED = ".fp16.safetensors"  # a finished job's final generator under artefacts: final_fp16
+
+
 def final_model(cfg: Config) -> Path | None:
-    """The exported generator of the run's last phase that trained."""
+    """The exported generator of the run's last phase that trained (packed or not)."""
     for name in reversed(list(cfg.phases)):
-        path = Path(cfg.run_dir) / "models" / f"{name}.pt"
-        if cfg.phases[name].steps > 0 and path.is_file():
-            return path
+        for path in (Path(cfg.run_dir) / "models" / f"{name}{PACKED}",
+                     Path(cfg.run_dir) / "models" / f"{name}.pt"):
+            if cfg.phases[name].steps > 0 and path.is_file():
+                return path
     return None
 
 

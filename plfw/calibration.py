@@ -104,12 +104,14 @@ class GradientMatched(nn.Module):
             ref.set_image_range(*self.image_range)
         return ref
 
-    def calibrate(self, hr: Tensor, force: bool = False) -> dict[str, float]:
-        """Calibrate the wrapped loss (if it asks for it), then set ``factor`` on ``hr``."""
+    def calibrate(self, hr: Tensor, force: bool = False,
+                  sr: Tensor | None = None) -> dict[str, float]:
+        """Calibrate the wrapped loss (if it asks for it), then set ``factor`` on ``hr``, with
+        ``sr`` (e.g. the starting generator's output) in place of the bicubic stand-in."""
         inner = self.loss.calibrate(hr, force=force) if hasattr(self.loss, "calibrate") else {}
         if self.calibrated and not force:
             return {**inner, "factor": float(self.factor)}
-        sr0 = calibration_sr(hr, self.scale)
+        sr0 = calibration_sr(hr, self.scale) if sr is None else sr.to(hr.dtype)
         hr = hr[..., : sr0.shape[-2], : sr0.shape[-1]]
         ref = self._build_reference(hr.device)
         if hasattr(ref, "calibrate"):

@@ -42,6 +42,10 @@ class PhaseSettings:
     d_updates: int = 1  # discriminator updates per generator update
     init: str | None = None  # checkpoint or generator weights to start this phase from
     minutes: float = 0.0  # stop the phase early after this much wall time (0 = no limit)
+    # match_gradient calibration batch: drawn with this seed (null = the run's seed), so every
+    # seed of an ablation run can share one factor
+    calibration_seed: int | None = None
+    calibration_sr: str = "bicubic"  # the stand-in SR: bicubic | generator (the phase's start)
 
 
 @dataclass
@@ -67,6 +71,25 @@ class TrainSettings:
 
 
 @dataclass
+class CurveSet:
+    """One folder of images a learning curve is scored on (LR by MATLAB bicubic if not given)."""
+
+    hr: str = MISSING
+    lr: str | None = None
+    limit: int = 0  # at most this many images (sorted by name); 0 = all
+
+
+@dataclass
+class CurveSettings:
+    """Learning curves: score the generator at chosen global steps; scores go to curve.jsonl
+    (per image, so a study can pair images), checkpoints are not kept for it."""
+
+    at: list[int] = field(default_factory=list)  # global steps (after that many updates)
+    metrics: list[Any] = field(default_factory=lambda: ["psnr_y"])
+    sets: dict[str, CurveSet] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     extends: Any = None
     name: str = ""  # defaults to the config file's stem
@@ -79,6 +102,7 @@ class Config:
     train: TrainSettings = field(default_factory=TrainSettings)
     metrics: list[Any] = field(default_factory=lambda: ["psnr_y", "ssim_y"])
     callbacks: list[Any] = field(default_factory=list)
+    curve: CurveSettings = field(default_factory=CurveSettings)
     notes: str = ""  # free text, e.g. how this config departs from the paper
 
 
@@ -274,6 +298,15 @@ def build_config(data: dict[str, Any], name: str = "") -> Config:
         raise UserError("config defines no phases: add e.g. phases: {srresnet: {steps: 1000}}")
     if cfg.scale not in (2, 3, 4, 8):
         raise UserError(f"config: scale must be 2, 3, 4 or 8, got {cfg.scale}")
+    for name, ps in cfg.phases.items():
+        if ps.calibration_sr not in ("bicubic", "generator"):
+            raise UserError(f"phases.{name}.calibration_sr: expected bicubic or generator, got "
+                            f"{ps.calibration_sr!r}")
+    if any(s < 1 for s in cfg.curve.at) or len(set(cfg.curve.at)) != len(cfg.curve.at):
+        raise UserError(f"curve.at: expected distinct steps >= 1, got {cfg.curve.at}")
+    if cfg.curve.at and not cfg.curve.sets:
+        raise UserError("curve.at is set but curve.sets is empty: add e.g. "
+                        "curve: {sets: {Set5: {hr: path/to/HR}}}")
     return cfg
 
 

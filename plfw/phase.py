@@ -113,8 +113,10 @@ def build_phase(name: str, ps: PhaseSettings, generator: nn.Module, rt: Runtime,
 
 
 @torch.no_grad()
-def calibrate_losses(phase: Phase, hr: torch.Tensor) -> dict[str, Any]:
+def calibrate_losses(phase: Phase, hr: torch.Tensor,
+                     sr: torch.Tensor | None = None) -> dict[str, Any]:
     """Let losses that ask for it (``feature_scale: auto``, ``match_gradient``) see one HR
-    batch in the generator's output range; returns what each calibrated, by label."""
-    return {label: m.calibrate(hr) for label, m in phase.losses.items()
-            if hasattr(m, "calibrate")}
+    batch in the generator's output range; ``sr`` (same range) replaces gradient matching's
+    bicubic stand-in. Returns what each calibrated, by label."""
+    return {label: (m.calibrate(hr, sr=sr) if isinstance(m, GradientMatched) else m.calibrate(hr))
+            for label, m in phase.losses.items() if hasattr(m, "calibrate")}

@@ -17,6 +17,7 @@ from plfw.locks import FolderLock
 from plfw.runtime import Runtime, elastic_restart
 
 LOG = "metrics.jsonl"
+CURVE = "curve.jsonl"  # learning-curve scores (plfw.config.CurveSettings)
 
 
 class RunDir:
@@ -71,15 +72,17 @@ class RunDir:
         if not resume and overwrite:
             for old in self.ckpt.steps():
                 self.ckpt.path(old).unlink(missing_ok=True)
-            (self.path / LOG).unlink(missing_ok=True)
+            for name in (LOG, CURVE):
+                (self.path / name).unlink(missing_ok=True)
         atomic_write_bytes(self.path / "config.yaml", config_yaml.encode())
 
-    def log(self, record: dict[str, Any]) -> None:
-        """Append one timestamped record to metrics.jsonl, on disk before returning."""
+    def log(self, record: dict[str, Any], name: str = LOG) -> None:
+        """Append one timestamped record to metrics.jsonl (or ``name``), on disk before
+        returning."""
         if not self.main:
             return
         record = {"time": round(time.time(), 3), **record}
-        path = self.path / LOG
+        path = self.path / name
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             start = os.lseek(fd, 0, os.SEEK_END)
@@ -102,10 +105,11 @@ class RunDir:
 
     def drop_logs_after(self, step: int) -> None:
         """On resume, forget records of steps the checkpoint does not contain (they will be
-        logged again), so metrics.jsonl reads as one uninterrupted run."""
-        path = self.path / LOG
-        if not self.main or not path.is_file():
-            return
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())
+        logged again), so metrics.jsonl and curve.jsonl read as one uninterrupted run."""
+        for name in (LOG, CURVE):
+            path = self.path / name
+            if not self.main or not path.is_file():
+                continue
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= step]
+            atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())

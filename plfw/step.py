@@ -92,12 +92,17 @@ class TrainStep:
                 if m is not None:
                     compile_once(m, rt.compile_mode)
 
-    def __call__(self, lr: Tensor, hr01: Tensor) -> dict[str, Tensor]:
+    def __call__(self, lr: Tensor, hr01: Tensor, measure: bool = False) -> dict[str, Tensor]:
         with compiled_activations(self.fused):
-            return self.step(lr, hr01)
+            return self.step(lr, hr01, measure)
 
-    def step(self, lr: Tensor, hr01: Tensor) -> dict[str, Tensor]:
-        """One generator update (after ``d_updates`` discriminator updates in GAN phases)."""
+    def step(self, lr: Tensor, hr01: Tensor, measure: bool = False) -> dict[str, Tensor]:
+        """One generator update (after ``d_updates`` discriminator updates in GAN phases).
+
+        With ``measure``, also log ``grad_sr_<label>``: the L2 norm, over the batch, of each
+        weighted loss term's gradient with respect to the SR batch — how hard each term pulls
+        on the generator's output right now (one extra backward per term, through the loss
+        network or discriminator only; the update itself is unchanged)."""
         p, G, D = self.phase, self.generator, self.phase.discriminator
         lo, hi = self.output_range
         hr = hr01 * (hi - lo) + lo
@@ -134,7 +139,11 @@ class TrainStep:
                     value = loss(sr, hr)
                 value = value.float()
                 logs[f"loss_{label}"] = value.detach()
-                total = total + p.weights[label] * value
+                weighted = p.weights[label] * value
+                if measure and weighted.requires_grad:
+                    (grad,) = torch.autograd.grad(weighted, sr, retain_graph=True)
+                    logs[f"grad_sr_{label}"] = grad.float().norm()
+                total = total + weighted
         ok = self.update(p.opt_g, G, total)
         self.g_buffers.restore_unless(ok)
         if D is not None:

@@ -31,7 +31,7 @@ from plfw.checkpoint import (
 )
 from plfw.config import Config, PhaseSettings
 from plfw.errors import UserError
-from plfw.evaluate import Method, Pair, bicubic, dataset_pairs, evaluate
+from plfw.evaluate import Method, Pair, bicubic, dataset_pairs, evaluate, load_pairs
 from plfw.generators import GENERATOR_FORMAT, load_generator, runner
 from plfw.phase import (
     Phase,
@@ -42,7 +42,7 @@ from plfw.phase import (
     make_ema,
 )
 from plfw.plugins import get_plugins
-from plfw.rundir import RunDir
+from plfw.rundir import CURVE, RunDir
 from plfw.runtime import Runtime, init_distributed, make_runtime, unwrap
 from plfw.sampling import batch_at, step_loader
 from plfw.step import TrainStep
@@ -88,9 +88,13 @@ class Trainer:
                                                augment=False)
             self.val_pairs = dataset_pairs(self.registry.build("dataset", spec, "data.val"),
                                            cfg.data.val_images)
-        self.metrics = {(m if isinstance(m, str) else str(m.get("name"))): self.registry.build(
-            "metric", self.registry.with_defaults("metric", m, border=cfg.scale), "metrics")
-            for m in cfg.metrics}
+        self.metrics = self._build_metrics(cfg.metrics, "metrics")
+        self.curve_metrics = self._build_metrics(cfg.curve.metrics, "curve.metrics")
+        for name, cs in cfg.curve.sets.items():
+            for folder in (cs.hr, cs.lr):
+                if folder is not None and not Path(folder).is_dir():
+                    raise UserError(f"curve.sets.{name}: folder not found: {folder}")
+        self._curve_pairs: dict[str, list[Pair]] | None = None
         self.callbacks = [self.registry.build("callback", c, "callbacks") for c in cfg.callbacks]
         self.dir.prepare(resume, overwrite, config_mod.to_yaml(cfg))
 
@@ -137,12 +141,17 @@ class Trainer:
         bar = tqdm(total=ps.steps, initial=self.phase_step, desc=name, unit="step",
                    disable=not self.progress, dynamic_ncols=True, file=sys.stderr)
         sums: dict[str, torch.Tensor] = {}
+        pulls: dict[str, torch.Tensor] = {}
         count, started = 0, time.perf_counter()
         try:
             while self.phase_step < ps.steps:
                 lr, hr = next(batches)
-                for k, v in step(self.rt.to(lr), self.rt.to(hr)).items():
-                    sums[k] = sums.get(k, 0.0) + v
+                measure = (self.phase_step + 1) % t.log_every == 0  # gradient norms per term
+                for k, v in step(self.rt.to(lr), self.rt.to(hr), measure).items():
+                    if k.startswith("grad_sr_"):
+                        pulls[k] = v  # measured on the interval's last step only
+                    else:
+                        sums[k] = sums.get(k, 0.0) + v
                 count += 1
                 self.phase_step += 1
                 self.global_step += 1
@@ -159,13 +168,14 @@ class Trainer:
                     self._check_health(step)  # the one host sync: bad-update runs
                 if log:
                     means = {k: float(v) / count for k, v in sums.items()}
+                    means.update({k: float(v) for k, v in pulls.items()})
                     means["lr"] = step.phase.opt_g.param_groups[0]["lr"]
                     means["steps_per_s"] = count / max(time.perf_counter() - started, 1e-9)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()
                                      if k.startswith("loss")}, refresh=False)
                     self.dir.log({"phase": name, "step": self.global_step, **means})
                     self._event("on_step_end", step=self.global_step, logs=means)
-                    sums, count, started = {}, 0, time.perf_counter()
+                    sums, pulls, count, started = {}, {}, 0, time.perf_counter()
                 if out_of_time:
                     tqdm.write(f"plfw: phase {name} stopped at its time limit "
                                f"({ps.minutes:g} min) after {n} steps", file=sys.stderr)
@@ -173,6 +183,8 @@ class Trainer:
                                   "stopped_at_time_limit": n})
                 if validate:
                     self.validate()
+                if self.global_step in self.cfg.curve.at:
+                    self.score_curve()
                 if checkpoint:
                     self.save_checkpoint()
                 if stop:
@@ -206,15 +218,30 @@ class Trainer:
                               self.global_step, self.cfg.data.workers, self.rt.rank,
                               self.rt.world_size, self.rt.device.type == "cuda")
         if not resuming and any(hasattr(m, "calibrate") for m in self.phase.losses.values()):
-            # the phase's first batch, drawn apart: the training stream itself is not advanced
-            _, hr01 = batch_at(self.train_set, self.cfg.data.batch_size, self.cfg.seed,
-                               self.global_step)
+            # the phase's first batch, drawn apart: the training stream itself is not advanced;
+            # with calibration_seed, one fixed batch whatever the run's seed
+            fixed = ps.calibration_seed is not None
+            lr01, hr01 = batch_at(self.train_set, self.cfg.data.batch_size,
+                                  ps.calibration_seed if fixed else self.cfg.seed,
+                                  0 if fixed else self.global_step)
             lo, hi = self.output_range
-            done = calibrate_losses(self.phase, self.rt.to(hr01) * (hi - lo) + lo)
+            sr = None
+            if ps.calibration_sr == "generator":
+                module = unwrap(self.generator)
+                was_training = module.training
+                with torch.no_grad():
+                    sr = module.eval()(self.rt.to(lr01)).float()
+                module.train(was_training)
+            done = calibrate_losses(self.phase, self.rt.to(hr01) * (hi - lo) + lo, sr)
             self.dir.log({"phase": name, "step": self.global_step, "calibration": done})
         self.stepper = TrainStep(self.generator, self.phase, self.rt, self.cfg.train,
                                  self.output_range, self.ema, bad_steps)
         return self.stepper, batches
+
+    def _build_metrics(self, specs: list[Any], where: str) -> dict[str, Any]:
+        return {(m if isinstance(m, str) else str(m.get("name"))): self.registry.build(
+            "metric", self.registry.with_defaults("metric", m, border=self.cfg.scale), where)
+            for m in specs}
 
     def _check_health(self, step: TrainStep) -> None:
         worst = step.check()[1]
@@ -317,6 +344,24 @@ class Trainer:
                   self.val_pairs[: self.cfg.train.sample_images], self.cfg.scale,
                   self.run_dir / "samples" / f"{phase}_step{self.global_step:08d}.png")
         return metrics
+
+    def score_curve(self) -> None:
+        """One learning-curve point: every curve metric on every curve set, per image, into
+        curve.jsonl (one record per set)."""
+        if not self.rt.is_main:
+            return
+        if self._curve_pairs is None:
+            self._curve_pairs = {name: load_pairs(cs.hr, cs.lr, self.cfg.scale, cs.limit)
+                                 for name, cs in self.cfg.curve.sets.items()}
+        method = self.sr_method()
+        for name, pairs in self._curve_pairs.items():
+            started = time.perf_counter()
+            result = evaluate(method, pairs, self.cfg.scale, metrics=self.curve_metrics)
+            scores = {k: {row["name"]: row[k] for row in result["per_image"]}
+                      for k in self.curve_metrics}
+            self.dir.log({"phase": self.phase.name if self.phase else "",
+                          "step": self.global_step, "set": name, "scores": scores,
+                          "seconds": round(time.perf_counter() - started, 2)}, CURVE)
 
     def summarize(self) -> dict[str, Any]:
         """Score bicubic and each phase's final generator on the validation images."""

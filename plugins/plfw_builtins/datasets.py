@@ -19,7 +19,7 @@ mirrored border keeps real pixel statistics. T91 has 78-px sides, so 96-px crops
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class HRFolderParams:
     cache: bool = True  # decode every image once, at construction, and keep it (uint8)
     max_images: int = 0  # use only the first N usable images (sorted by name); 0 = all
     recursive: bool = False
+    more_roots: list[str] = field(default_factory=list)  # read like root, e.g. [T91, BSD200]
 
 
 @dataclass
@@ -213,8 +214,10 @@ class HRFolder(_SRDataset):
         _check_common(self.name, p.scale, p.crop, p.repeat, p.on_error)
         if p.max_images < 0:
             raise UserError(f"{self.name}: max_images must be >= 0, got {p.max_images}")
-        paths = list_images(p.root, recursive=p.recursive)
-        super().__init__([(x,) for x in paths], show_path(p.root), p.scale, p.crop, p.augment,
+        paths = [x for root in (p.root, *p.more_roots)
+                 for x in list_images(root, recursive=p.recursive)]
+        where = " + ".join(show_path(r) for r in (p.root, *p.more_roots))
+        super().__init__([(x,) for x in paths], where, p.scale, p.crop, p.augment,
                          p.repeat, p.on_error, p.cache, limit=p.max_images)
 
     def _probe(self, entry: tuple[Path, ...]) -> None:
