@@ -1,66 +1,32 @@
-"""The ablation report: scores compared with intervals, an answer written from them, and pictures.
+"""The ablation report: what the scores show, with intervals, written from the numbers alone.
 
-Scores come from :mod:`plfw.ablate_scores`; the statistics (:mod:`plfw.bootstrap`) pool the
-images of all sets, and per-set tables are shown too. The "answer" paragraph is generated from
-the intervals alone.
+Scores come from :mod:`plfw.ablate_scores`, the statistics from :mod:`plfw.ablate_stats` (t
+intervals with seeds as the unit, Holm-corrected comparisons, matched distortion, learning
+curves), the pictures from :mod:`plfw.ablate_plots`. The report leads with the primary endpoint
+when the ablation file declares one; every other comparison is labelled exploratory.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-from plfw import bootstrap
-from plfw.ablate_scores import BICUBIC, MetricInfo, Scores, score
-from plfw.ablation import Ablation, finished_model, read_state, training_networks
+from plfw import ablate_plots as plots
+from plfw import ablate_stats as st
+from plfw import stats as stats_mod
+from plfw.ablate_scores import BICUBIC, score
+from plfw.ablate_stats import verdict
+from plfw.ablation import (
+    Ablation,
+    Point,
+    finished_model,
+    point_label,
+    read_state,
+    training_networks,
+)
 from plfw.checkpoint import atomic_write_bytes
-from plfw.errors import UserError
-
-
-# ------------------------------------------------------------------------- statistics
-def _matrix(ab: Ablation, scores: Scores, run: str, metric: str,
-            sets: list[str]) -> list[list[float]] | None:
-    """(seeds, images) scores of ``run`` for ``metric``, images of ``sets`` in order."""
-    labels = [BICUBIC] if run == BICUBIC else [j.label for j in ab.jobs_of(run)]
-    rows = []
-    for label in labels:
-        per_set = scores.values.get(label)
-        if per_set is None or any(metric not in per_set[s] for s in sets):
-            continue
-        rows.append([v for s in sets for v in per_set[s][metric]])
-    return rows or None
-
-
-def statistics(ab: Ablation, metrics: list[MetricInfo], scores: Scores,
-               sets: list[str]) -> dict[str, Any]:
-    """Means, intervals, baseline differences and seed spreads per metric over ``sets``."""
-    rep = ab.spec.report
-    out: dict[str, Any] = {}
-    for m in metrics:
-        mats = {}
-        for run in [BICUBIC, *ab.runs]:
-            mat = _matrix(ab, scores, run, m.label, sets)
-            if mat is not None:
-                mats[run] = mat
-        baseline = ab.spec.baseline if ab.spec.baseline in mats else None
-        means, diffs = bootstrap.compare(mats, baseline, rep.bootstrap, rep.confidence)
-        out[m.label] = {
-            "higher_is_better": m.higher_is_better,
-            "seeds": {r: len(v) for r, v in mats.items()},
-            "mean": {r: vars(i) for r, i in means.items()},
-            "difference": {r: vars(i) for r, i in diffs.items() if r != BICUBIC},
-            "seed_means": {r: list(bootstrap.seed_spread(v).means) for r, v in mats.items()},
-        }
-    return out
-
-
-def _verdict(diff: dict[str, float], higher_is_better: bool) -> str:
-    if not (diff["low"] > 0 or diff["high"] < 0):
-        return "same"
-    return "better" if (diff["value"] > 0) == higher_is_better else "worse"
 
 
 def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
@@ -69,6 +35,7 @@ def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
     if base is None:
         return ["No `baseline:` is set in the ablation file, so no run is compared with another."]
     level = f"{ab.spec.report.confidence:.0%}"
+    alpha = 1 - ab.spec.report.confidence
     lines: list[str] = []
     better: dict[str, list[str]] = {}
     worse: dict[str, list[str]] = {}
@@ -84,12 +51,12 @@ def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
             compared.add(run)
             if min(s["seeds"].get(run, 0), s["seeds"][base]) < 2:
                 single_seed.add(run)
-            kind = _verdict(diff, s["higher_is_better"])
+            kind = verdict(diff, s["higher_is_better"], alpha)
             {"better": better, "worse": worse, "same": same}[kind].setdefault(
                 run, []).append(metric)
             if kind != "same":
-                ranges = [max(v) - min(v) for v in (s["seed_means"][run], s["seed_means"][base])
-                          if len(v) > 1]
+                ranges = [max(v) - min(v) for v in (s["seed_means"].get(run, []),
+                                                    s["seed_means"][base]) if len(v) > 1]
                 checked += bool(ranges)
                 if ranges and abs(diff["value"]) <= max(ranges):
                     spread_notes.append(f"{run} on {metric} (difference {diff['value']:+.4g}, "
@@ -100,8 +67,11 @@ def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
                     "compare it with yet."]
         return [f"The baseline `{base}` has no finished job yet, so nothing is compared."]
     seeds = stats[next(iter(stats))]["seeds"].get(base, 0)
+    count = sum(len(s["difference"]) for s in stats.values())
     lines.append(f"Compared with the baseline `{base}` ({seeds} seed(s)) on {images} images, "
-                 f"at {level} (two-level bootstrap over images and seeds):")
+                 f"at {level} (t intervals with seeds as the unit and images paired; a "
+                 f"difference counts when it holds after Holm correction over the runs, per "
+                 f"metric; {count} comparisons in all):")
     lines.append("")
     for title, group in (("Better than the baseline", better), ("Worse than the baseline", worse),
                          ("Not distinguishable from the baseline", same)):
@@ -120,122 +90,10 @@ def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
                      "seeds) is larger than the spread between the per-seed means of either run.")
     if single_seed:
         lines.append("")
-        lines.append("Runs with fewer than two finished seeds (their intervals cover the image "
-                     "sample only, not training noise): " + ", ".join(sorted(single_seed)) + ".")
+        lines.append("Runs with fewer than two finished seeds have no interval (their "
+                     "seed-to-seed variance is unknown), so nothing is claimed for them: "
+                     + ", ".join(sorted(single_seed)) + ".")
     return lines
-
-
-# ------------------------------------------------------------------------- pictures
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        raise UserError("the ablation report draws its plots with matplotlib: "
-                        "pip install 'plfw[report]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def forest_plot(ab: Ablation, stats: dict[str, Any], path: Path) -> Path | None:
-    """One panel per metric: each run's difference to the baseline with its interval."""
-    panels = [(m, s) for m, s in stats.items() if s["difference"]]
-    if not panels:
-        return None
-    plt = _pyplot()
-    runs = [r for r in ab.runs if r != ab.spec.baseline]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 0.42 * len(runs) + 1.6),
-                             squeeze=False)
-    colours = {"better": "#1a7f37", "worse": "#cf222e", "same": "#6e7781"}
-    for ax, (metric, s) in zip(axes[0], panels, strict=True):
-        for y, run in enumerate(runs):
-            d = s["difference"].get(run)
-            if d is None:
-                continue
-            c = colours[_verdict(d, s["higher_is_better"])]
-            ax.plot([d["low"], d["high"]], [y, y], color=c, linewidth=2)
-            ax.plot([d["value"]], [y], "o", color=c, markersize=5)
-        ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_yticks(range(len(runs)))
-        ax.set_yticklabels(runs if ax is axes[0][0] else [""] * len(runs), fontsize=8)
-        ax.invert_yaxis()
-        arrow = "higher is better" if s["higher_is_better"] else "lower is better"
-        ax.set_title(f"{metric}\n({arrow})", fontsize=9)
-        ax.set_xlabel(f"run - {ab.spec.baseline}", fontsize=8)
-        ax.tick_params(axis="x", labelsize=7)
-    fig.suptitle(f"Difference to {ab.spec.baseline}, {ab.spec.report.confidence:.0%} intervals "
-                 "(green better, red worse, grey within noise)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def _crop_grid(ab: Ablation, scores: Scores, path: Path) -> Path | None:
-    from plfw.visuals import grid, save_png
-
-    columns = [c for c in [BICUBIC, *ab.runs, "HR"] if scores.crops.get(c)]
-    if not scores.picks or len(columns) < 2:
-        return None
-    keys = [(s, i) for s, i, _ in scores.picks if all((s, i) in scores.crops[c] for c in columns)]
-    rows = [[scores.crops[c][k] for c in columns] for k in keys]
-    names = [f"{s}/{name}" for s, i, name in scores.picks if (s, i) in keys]
-    image = grid(rows, columns, names, cell=ab.spec.report.crop * ab.spec.report.zoom)
-    return save_png(image, path)
-
-
-def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-    return rows
-
-
-def loss_curves(ab: Ablation, path: Path) -> Path | None:
-    """One panel per run: every logged loss term against the step, one line style per seed."""
-    panels = {}
-    for run in ab.runs:
-        per_seed = {}
-        for job in ab.jobs_of(run):
-            by_step = {r["step"]: r for r in _read_metrics(job.run_dir)
-                       if any(k.startswith("loss") for k in r)}
-            if by_step:
-                per_seed[job.label] = [by_step[s] for s in sorted(by_step)]
-        if per_seed:
-            panels[run] = per_seed
-    if not panels:
-        return None
-    plt = _pyplot()
-    cols = min(4, len(panels))
-    rows_n = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(3.8 * cols, 2.8 * rows_n), squeeze=False)
-    styles = ["-", "--", ":", "-."]
-    for ax, (run, per_seed) in zip(axes.flat, panels.items(), strict=False):
-        for k, (_, records) in enumerate(per_seed.items()):
-            keys = sorted({key for r in records for key in r if key.startswith("loss")})
-            for j, key in enumerate(keys):
-                pts = [(r["step"], r[key]) for r in records if key in r and r[key] > 0]
-                if pts:
-                    ax.plot(*zip(*pts, strict=True), styles[k % 4], color=f"C{j}",
-                            linewidth=1, label=key if k == 0 else None)
-        ax.set_yscale("log")
-        ax.set_title(f"{run} ({len(per_seed)} seed(s))", fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
 
 
 # ------------------------------------------------------------------------- the report
@@ -246,8 +104,22 @@ def _relative(path: Path, folder: Path) -> str:
         return str(path.resolve())
 
 
-def _fmt(value: float, metric: str) -> str:
+def _fmt(value: float | None, metric: str) -> str:
+    if value is None:
+        return "-"
     return f"{value:.2f}" if metric.startswith("psnr") else f"{value:.4f}"
+
+
+def _interval(d: dict[str, Any], metric: str | None = None, signed: bool = False) -> str:
+    """``value [low, high]`` (no interval: ``value (no interval)``)."""
+    def f(v: float) -> str:
+        return f"{v:+.4g}" if signed else (_fmt(v, metric) if metric else f"{v:.4g}")
+
+    if d.get("value") is None:
+        return "-"
+    if d.get("low") is None:
+        return f"{f(d['value'])} (no interval)"
+    return f"{f(d['value'])} [{f(d['low'])}, {f(d['high'])}]"
 
 
 def _duration(seconds: float | None) -> str:
@@ -260,22 +132,32 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-def _tables(ab: Ablation, stats: dict[str, Any], status: dict[str, str]) -> list[str]:
+def _marked(d: dict[str, Any], higher_is_better: bool, alpha: float) -> str:
+    text = _interval(d, signed=True)
+    kind = verdict(d, higher_is_better, alpha)
+    p = d.get("p_holm")
+    if p is not None:
+        text += f" p={p:.2g}"
+    return text if kind == "same" else f"**{text}** {'▲' if kind == 'better' else '▼'}"
+
+
+def _tables(ab: Ablation, stats: dict[str, Any], status: dict[str, str],
+            point: Point) -> list[str]:
     metrics = list(stats)
+    alpha = 1 - ab.spec.report.confidence
     arrows = {m: "↑" if stats[m]["higher_is_better"] else "↓" for m in metrics}
     head = ["run", "seeds", *[f"{m} {arrows[m]}" for m in metrics], "train time / seed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for run in [BICUBIC, *ab.runs]:
-        jobs = ab.jobs_of(run)
+    for run in [BICUBIC, *ab.references, *ab.runs]:
+        jobs = [j for j in ab.jobs if j.run == run and j.point == point]
         done = sum(status.get(j.label) == "finished" for j in jobs)
+        fixed = run == BICUBIC or run in ab.references
         cells = [f"**{run}**" if run == ab.spec.baseline else run,
-                 "-" if run == BICUBIC else f"{done}/{len(jobs)}"]
+                 "-" if fixed else f"{done}/{len(jobs)}"]
         for m in metrics:
             mean = stats[m]["mean"].get(run)
-            cells.append("(trained with it)" if mean is None and run != BICUBIC and done else
-                         "-" if mean is None else
-                         f"{_fmt(mean['value'], m)} [{_fmt(mean['low'], m)}, "
-                         f"{_fmt(mean['high'], m)}]")
+            cells.append("(trained with it)" if mean is None and not fixed and done else
+                         "-" if mean is None else _interval(mean, m))
         secs = [read_state(j.run_dir).get("train_seconds") for j in jobs
                 if status.get(j.label) == "finished"]
         secs = [s for s in secs if s]
@@ -284,90 +166,232 @@ def _tables(ab: Ablation, stats: dict[str, Any], status: dict[str, str]) -> list
     if ab.spec.baseline is None:
         return lines
     lines += ["", f"Difference to `{ab.spec.baseline}` (run − baseline) with its "
-              f"{ab.spec.report.confidence:.0%} interval; **bold**: the interval excludes zero "
-              "(▲ better, ▼ worse).", ""]
+              f"{ab.spec.report.confidence:.0%} t interval and Holm-adjusted p (over the runs, "
+              "per metric); **bold**: it holds after the correction (▲ better, ▼ worse).", ""]
     head = ["run", *[f"Δ {m}" for m in metrics]]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for run in ab.runs:
+    for run in [*ab.references, *ab.runs]:
         if run == ab.spec.baseline:
             continue
         cells = [run]
         for m in metrics:
             d = stats[m]["difference"].get(run)
-            if d is None:
-                cells.append("-")
-                continue
-            text = (f"{d['value']:+.4g} [{d['low']:+.4g}, {d['high']:+.4g}]")
-            kind = _verdict(d, stats[m]["higher_is_better"])
-            cells.append(text if kind == "same" else
-                         f"**{text}** {'▲' if kind == 'better' else '▼'}")
+            cells.append("-" if d is None else _marked(d, stats[m]["higher_is_better"], alpha))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _primary_lines(ab: Ablation, prim: dict[str, Any]) -> list[str]:
+    alpha = 1 - ab.spec.report.confidence
+    where = (f"at a matched PSNR-Y of {prim['psnr']:g} dB" if prim["psnr"] is not None
+             else "at " + ", ".join(f"{k}={v}" for k, v in prim["point"].items()))
+    arrow = "higher" if prim["higher_is_better"] else "lower"
+    lines = [f"Declared in the ablation file before training: **{prim['metric']}** ({arrow} is "
+             f"better) on **{prim['set']}**, {where}, each run against `{ab.spec.baseline}`, "
+             f"{ab.spec.report.confidence:.0%} t intervals, Holm-corrected over "
+             f"{len(prim['difference'])} comparison(s).", "",
+             "| run | run − baseline | Holm p | verdict |", "|---|---|---|---|"]
+    for run, d in prim["difference"].items():
+        kind = verdict(d, prim["higher_is_better"], alpha)
+        p = d.get("p_holm")
+        words = {"better": "better than the baseline", "worse": "worse",
+                 "same": "not separated"}[kind]
+        lines.append(f"| {run} | {_interval(d, signed=True)} | "
+                     f"{'-' if p is None else f'{p:.2g}'} | {words} |")
+    for run, why in prim["missing"].items():
+        lines.append(f"| {run} | - | - | not compared: {why} |")
+    better = [r for r, d in prim["difference"].items()
+              if verdict(d, prim["higher_is_better"], alpha) == "better"]
+    lines += ["", (f"Runs better than `{ab.spec.baseline}` on the primary endpoint: "
+                   + ", ".join(f"`{r}`" for r in better) + ".") if better else
+              f"No run is better than `{ab.spec.baseline}` on the primary endpoint."]
+    return lines
+
+
+def _matched_lines(ab: Ablation, matched: dict[str, Any], exploratory: bool) -> list[str]:
+    alpha = 1 - ab.spec.report.confidence
+    lines = []
+    for metric, e in matched.items():
+        if not e["levels"]:
+            continue
+        lv = e["levels"]
+        lines += [f"**{metric}** ({'higher' if e['higher_is_better'] else 'lower'} is better) at "
+                  f"matched PSNR-Y, run − `{ab.spec.baseline}`"
+                  + (" (exploratory)" if exploratory else "") + ":", "",
+                  "| run | " + " | ".join(f"{v:.2f} dB" for v in lv) + " | over the range |",
+                  "|---|" + "---|" * (len(lv) + 1)]
+        for run, ds in e["difference"].items():
+            cells = [_marked(d, e["higher_is_better"], alpha) for d in ds]
+            lines.append(f"| {run} | " + " | ".join(cells) + f" | {e['dominance'][run]} |")
+        lines.append("")
+    if not lines:
+        return ["No two runs' curves share a PSNR-Y range yet (or there is no sweep), so "
+                "nothing is compared at matched distortion.", ""]
+    return lines
+
+
+def _settled_lines(result: dict[str, Any]) -> list[str]:
+    if result["tau"] is None and not result["moves"]:
+        return []
+    prev, last = result.get("interval", [None, None])
+    lines = [f"**{result['metric']}** on {', '.join(result['sets'])}, between update {prev} "
+             f"and {last}: "
+             + ("ranking unchanged (Kendall's τ = 1)" if result["settled"] else
+                f"the ranking still moves (Kendall's τ = {result['tau']:.2f}): **not settled**"
+                if result["tau"] is not None else "one run only"), "",
+             "| run | at " + str(prev) + " | at " + str(last) + " | change | seed SD | "
+             "moved less than its seed spread |", "|---|---|---|---|---|---|"]
+    m = result["metric"]
+    for run, mv in result["moves"].items():
+        within = {True: "yes", False: "**no**", None: "- (one seed)"}[mv["within_spread"]]
+        sd = "-" if mv["seed_sd"] is None else f"{mv['seed_sd']:.4g}"
+        lines.append(f"| {run} | {_fmt(mv['from'], m)} | {_fmt(mv['to'], m)} | "
+                     f"{mv['change']:+.4g} | {sd} | {within} |")
+    return [*lines, ""]
+
+
+def _curve_metrics(ab: Ablation) -> list[str]:
+    return [m if isinstance(m, str) else str(m.get("name")) for m in ab.spec.eval.curve.metrics]
 
 
 def write_report(ab: Ablation, device: str = "auto", log: Any = print,
                  report_dir: Path | None = None) -> Path:
     """Score every finished job and write report.md, report.json and the PNGs."""
     started = time.perf_counter()
-    _pyplot()  # fail before the slow part when matplotlib is missing
+    plots.pyplot()  # fail before the slow part when matplotlib is missing
     out = report_dir or ab.out
     out.mkdir(parents=True, exist_ok=True)
     pairs, metrics, scores, status = score(ab, device, log)
     sets = list(pairs)
-    images = sum(len(p) for p in pairs.values())
-    stats = statistics(ab, metrics, scores, sets)
-    per_set = {s: statistics(ab, metrics, scores, [s]) for s in sets} if len(sets) > 1 else {}
-    forest = forest_plot(ab, stats, out / "forest.png")
-    crops = _crop_grid(ab, scores, out / "crops.png")
-    curves = loss_curves(ab, out / "loss_curves.png")
+    keep, dup_notes = st.duplicates(pairs)
+    for note in dup_notes:
+        log(f"plfw ablate: warning: {note}")
+    pools = {"all": st.Pool(sets, keep),
+             **{s: st.Pool([s], {s: [True] * len(pairs[s])}) for s in sets}}
+    images = pools["all"].images
+    points = ab.points
+    spec_primary = ab.spec.primary
+    main_point = (tuple((k, spec_primary.point[k]) for k in ab.spec.sweep)
+                  if spec_primary is not None and spec_primary.point else points[len(points) // 2])
+    per_point = {p: st.setting(ab, metrics, scores, pools["all"], p) for p in points}
+    per_set = ({s: st.setting(ab, metrics, scores, pools[s], main_point) for s in sets}
+               if len(sets) > 1 else {})
+    prim = st.primary(ab, metrics, scores, pools)
+    matched_pool = pools[spec_primary.set] if spec_primary and spec_primary.set else pools["all"]
+    matched = st.matched(ab, metrics, scores, matched_pool) if len(points) > 1 else {}
+    curve_sets = ab.spec.eval.curve.sets or list(ab.sets)
+    names = {s: [p.name for p in pairs[s]] for s in sets}
+    settled = [st.settled(ab, m, curve_sets, main_point, keep, names)
+               for m in _curve_metrics(ab)] if ab.spec.eval.curve.at else []
+
+    pictures = {
+        "forest": plots.forest_plot(ab, per_point[main_point], out / "forest.png"),
+        "pd": plots.perception_distortion(ab, matched, out / "perception_distortion.png", prim),
+        "curves": (plots.learning_curves(ab, _curve_metrics(ab), curve_sets,
+                                         out / "learning_curves.png", keep, names)
+                   if ab.spec.eval.curve.at else None),
+        "crops": plots.crop_grid(ab, scores, out / "crops.png"),
+        "loss": plots.loss_curves(ab, out / "loss_curves.png"),
+        "balance": plots.loss_curves(ab, out / "balance.png", prefix="grad_sr_"),
+    }
     train_total = sum(read_state(j.run_dir).get("train_seconds") or 0.0 for j in ab.jobs)
     finished = sum(v == "finished" for v in status.values())
     common = "<br>".join(f"`{o}`" for o in ab.overrides) or "none"
     set_text = ", ".join(f"{s} ({len(p)})" for s, p in pairs.items())
     rep = ab.spec.report
+    sweep_text = ("; sweep: " + ", ".join(f"`{k}` over {v}" for k, v in ab.spec.sweep.items())
+                  if ab.spec.sweep else "")
     lines = [
         f"# Ablation report: {ab.stem}", "",
-        f"Base config `{ab.base.name}`; overrides shared by every run: {common}. "
-        f"{finished} of {len(ab.jobs)} jobs finished "
-        f"({len(ab.runs)} runs x {len(ab.spec.seeds or [None])} seed(s)). Scored at "
-        f"x{ab.scale} on {images} images: {set_text}.", "",
-        "## Answer", "", *answer(ab, stats, images), "",
-        "## Results", "",
-        f"Mean over seeds and all {images} images with its {rep.confidence:.0%} interval "
-        f"({bootstrap.METHOD}; {rep.bootstrap} resamples). ↑ higher is better, ↓ lower is "
-        "better. A run is not scored with a metric whose network its losses trained with.", "",
-        *_tables(ab, stats, status), "",
-    ]
-    if forest is not None:
-        lines += [f"![forest plot]({forest.name})", ""]
+        f"Base config `{ab.base.name}`; overrides shared by every run: {common}{sweep_text}. "
+        f"{finished} of {len(ab.jobs)} jobs finished ({len(ab.runs)} runs x {len(points)} "
+        f"sweep point(s), seeds {ab.spec.seeds or 'none'}"
+        + (f" plus extra seeds at {len(ab.spec.extra_seeds)} point(s)"
+           if ab.spec.extra_seeds else "") + f"). Scored at x{ab.scale} on {set_text}"
+        + (f"; pooled over {images} distinct images" if dup_notes else "") + ".", ""]
+    if dup_notes:
+        lines += ["Duplicate evaluation images, counted once when sets are pooled: "
+                  + "; ".join(dup_notes) + ".", ""]
+    exploratory = prim is not None
+    if prim is not None:
+        lines += ["## Primary endpoint", "", *_primary_lines(ab, prim), "",
+                  "Everything below is exploratory: secondary metrics, other sets, other "
+                  "settings. Their corrections cover each table's own comparisons only.", ""]
+    label = point_label(main_point)
+    lines += [f"## Answer at a single setting{' (exploratory)' if exploratory else ''}", "",
+              *([f"At {label}:", ""] if label else []),
+              *answer(ab, per_point[main_point], images), ""]
+    if matched:
+        lines += ["## Perception–distortion plane", "",
+                  "Each run is a curve through its sweep points (Blau & Michaeli, CVPR 2018: "
+                  "no method is both least distorted and most natural, so methods are compared "
+                  "at equal distortion). Each run's metric is interpolated linearly between the "
+                  "two sweep points whose mean PSNR-Y brackets a level, at levels spread over "
+                  "the PSNR-Y range every run covers; the interpolation weights are taken as "
+                  "fixed.", ""]
+        if pictures["pd"] is not None:
+            lines += [f"![perception-distortion plane]({pictures['pd'].name})", ""]
+        lines += _matched_lines(ab, matched, exploratory)
+    if ab.spec.eval.curve.at:
+        lines += ["## Learning curves", "",
+                  f"Scored inside every job at updates {ab.spec.eval.curve.at} on "
+                  f"{', '.join(curve_sets)} ({', '.join(_curve_metrics(ab))}). A ranking that "
+                  "still changes between the last two points is reported as not settled.", ""]
+        if pictures["curves"] is not None:
+            lines += [f"![learning curves]({pictures['curves'].name})", ""]
+        for result in settled:
+            lines += _settled_lines(result)
+    lines += ["## Results" + (" at each sweep point" if len(points) > 1 else ""), "",
+              f"Mean over seeds and the {images} pooled images with its {rep.confidence:.0%} "
+              f"interval ({stats_mod.METHOD}). ↑ higher is better, ↓ lower is better. A run is "
+              "not scored with a metric whose network its losses trained with; bicubic and "
+              "reference models are deterministic (their interval covers the images only).", ""]
+    for p in points:
+        if len(points) > 1:
+            lines += [f"### {point_label(p)}", ""]
+        lines += [*_tables(ab, per_point[p], status, p), ""]
+    if pictures["forest"] is not None:
+        lines += [f"![forest plot]({pictures['forest'].name})", ""]
     if per_set:
-        lines += ["## Per evaluation set", ""]
-        for s, st in per_set.items():
-            lines += [f"### {s} ({len(pairs[s])} images)", "", *_tables(ab, st, status), ""]
+        lines += ["## Per evaluation set" + (f" at {label}" if label else ""), ""]
+        for s, stt in per_set.items():
+            lines += [f"### {s} ({len(pairs[s])} images)", "",
+                      *_tables(ab, stt, status, main_point), ""]
     lines += ["## Runs", "", "| run | overrides |", "|---|---|"]
     for run, items in ab.runs.items():
         lines.append(f"| {run} | " + ("<br>".join(f"`{o}`" for o in items) or "-") + " |")
+    for name, path in ab.references.items():
+        lines.append(f"| {name} (reference) | `{path}` |")
     command = " ".join(["plfw ablate", str(ab.path), *ab.extra, "--out", str(ab.out)])
     lines += ["", f"Command: `{command}`. All training together: {_duration(train_total)} "
               f"(wall time, summed over jobs and resumptions); scoring and this report: "
               f"{_duration(time.perf_counter() - started)}.", ""]
     if ab.spec.notes:
         lines += ["## What this comparison can and cannot show", "", ab.spec.notes.strip(), ""]
-    if crops is not None:
+    if pictures["crops"] is not None:
         lines += ["## Crops", "", f"The most detailed {rep.crop}x{rep.crop} HR window of "
                   f"{len(scores.picks)} images, enlarged {rep.zoom}x (nearest neighbour); "
-                  "each run's first finished seed.", "", f"![crops]({crops.name})", ""]
-    if curves is not None:
+                  "each run's first finished job.", "", f"![crops]({pictures['crops'].name})",
+                  ""]
+    if pictures["loss"] is not None:
         lines += ["## Loss curves", "", "Logged loss terms per run (unweighted; `loss` is the "
                   "weighted total), one line style per seed.", "",
-                  f"![loss curves]({curves.name})", ""]
+                  f"![loss curves]({pictures['loss'].name})", ""]
+    if pictures["balance"] is not None:
+        lines += ["## Balance", "", "How hard each weighted loss term pulls on the SR image: "
+                  "the norm of its gradient with respect to the SR batch, logged every "
+                  "`log_every` steps, one line style per seed.", "",
+                  f"![balance]({pictures['balance'].name})", ""]
     report = out / "report.md"
     atomic_write_bytes(report, "\n".join(lines).encode())
     data = {
         "ablation": str(ab.path), "baseline": ab.spec.baseline, "scale": ab.scale,
-        "bootstrap": {"method": bootstrap.METHOD, "resamples": rep.bootstrap,
-                      "confidence": rep.confidence, "rng": "numpy default_rng(0)"},
+        "statistics_method": {"method": stats_mod.METHOD, "confidence": rep.confidence,
+                              "correction": "Holm, per metric over the runs (per sweep point "
+                              "or matched PSNR level); the primary endpoint is its own family"},
         "sets": {s: [p.name for p in ps] for s, ps in pairs.items()},
+        "duplicates": dup_notes,
+        "kept_in_pool": keep,
         # as the ablation gives them (relative to the working directory, like all plfw paths)
         "set_folders": {s: {"hr": ev.hr, "lr": ev.lr, "limit": ev.limit}
                         for s, ev in ab.sets.items()},
@@ -377,12 +401,19 @@ def write_report(ab: Ablation, device: str = "auto", log: Any = print,
         "metrics": {m.label: {"spec": m.spec, "higher_is_better": m.higher_is_better,
                               "networks": list(m.networks)} for m in metrics},
         "status": status,
-        "jobs": {label: {"run": label.split("/")[0], "scores": v}
-                 for label, v in scores.values.items()},
+        "jobs": {j.label: {"run": j.run, "point": point_label(j.point), "seed": j.seed,
+                           "scores": scores.values[j.label]}
+                 for j in ab.jobs if j.label in scores.values},
+        "references": {name: {"path": str(path), "scores": scores.values.get(name)}
+                       for name, path in ab.references.items()},
+        "bicubic": scores.values.get(BICUBIC),
         "training": {j.label: {"train_seconds": read_state(j.run_dir).get("train_seconds"),
                                "trained_with": sorted(training_networks(j.config))}
                      for j in ab.jobs},
-        "statistics": stats, "statistics_per_set": per_set,
+        "primary": prim,
+        "statistics": per_point[main_point],
+        "statistics_per_point": {point_label(p) or "-": v for p, v in per_point.items()},
+        "statistics_per_set": per_set, "matched_distortion": matched, "learning": settled,
     }
     atomic_write_bytes(out / "report.json", json.dumps(data, indent=1).encode())
     return report

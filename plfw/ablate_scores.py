@@ -166,6 +166,10 @@ def score(ab: Ablation, device: str = "auto", log: Any = print
     windows = {(s, i): _detail_crop(pairs[s][i].hr, size) for s, i in picks}
     scores, status = Scores(), {}
     methods: list[tuple[str, str | None, Job | None, Path | None]] = [(BICUBIC, None, None, None)]
+    for name, path in ab.references.items():
+        if not path.is_file():
+            raise UserError(f"{ab.path}: eval.references.{name}: model not found: {path}")
+        methods.append((name, name, None, path))
     for job in ab.jobs:
         model = finished_model(job)
         status[job.label] = "finished" if model is not None else (
@@ -177,7 +181,7 @@ def score(ab: Ablation, device: str = "auto", log: Any = print
         trained = training_networks(job.config) if job is not None else set()
         allowed = [m for m in metrics if not set(m.networks) & trained]
         # bicubic's scores are cached beside the jobs, in <out>/bicubic/
-        folder = job.run_dir if job is not None else ab.out / BICUBIC
+        folder = job.run_dir if job is not None else ab.out / (run or BICUBIC)
         cache = _read_cache(folder)
         mkey = _model_key(model) if model is not None else BICUBIC
         want_crops = (run or BICUBIC) not in cropped_runs

@@ -58,6 +58,8 @@ class EvalSettings:
     sets: dict[str, EvalSet] = field(default_factory=dict)
     device: str = "auto"
     curve: CurveSpec = field(default_factory=CurveSpec)
+    # fixed models scored beside bicubic, e.g. {start: the generator every run starts from}
+    references: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -181,6 +183,11 @@ class Ablation:
         return {Job(run, None, None, p).arm: (run, p)  # type: ignore[arg-type]
                 for run in self.runs for p in self.points}
 
+    @property
+    def references(self) -> dict[str, Path]:
+        """Reference models by name (paths relative to the working directory)."""
+        return {k: Path(v) for k, v in self.spec.eval.references.items()}
+
     def jobs_of(self, arm: str) -> list[Job]:
         """The jobs (seeds) of an arm label, or of a run name (all its points)."""
         return [j for j in self.jobs if j.arm == arm or (j.run == arm and not j.point)]
@@ -286,9 +293,9 @@ def load_ablation(path: str | Path, out: Path | None = None,
     for name, items in spec.runs.items():
         if not RUN_NAME.match(name):
             raise UserError(f"{path}: run name {name!r} must be letters, digits, '_', '.', '-'")
-        if name.lower() in ("bicubic", "hr"):
-            raise UserError(f"{path}: run name '{name}' is taken by the report (bicubic and HR "
-                            "are always shown); rename the run")
+        if name.lower() in ("bicubic", "hr") or name in spec.eval.references:
+            raise UserError(f"{path}: run name '{name}' is taken by the report (bicubic, HR "
+                            "and eval.references are shown beside the runs); rename the run")
         _check_overrides(items, f"{path}: runs.{name}")
     _check_overrides(spec.overrides, f"{path}: overrides")
     _check_overrides(list(extra or []), "command line")
