@@ -91,8 +91,10 @@ def perception_distortion(ab: Ablation, matched: dict[str, Any], path: Path,
                 continue
             xs = [p["psnr"]["value"] for p in pts]
             ys = [p["metric"]["value"] for p in pts]
-            xerr = [[_below(p["psnr"]) for p in pts], [_above(p["psnr"]) for p in pts]]
-            yerr = [[_below(p["metric"]) for p in pts], [_above(p["metric"]) for p in pts]]
+            xerr = [[_below(p["psnr_seeds"]) for p in pts],
+                    [_above(p["psnr_seeds"]) for p in pts]]
+            yerr = [[_below(p["metric_seeds"]) for p in pts],
+                    [_above(p["metric_seeds"]) for p in pts]]
             width = 2.2 if run == ab.spec.baseline else 1.2
             ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="-o", color=f"C{k}", linewidth=width,
                         markersize=4, capsize=2, elinewidth=0.7, label=run)
@@ -110,9 +112,10 @@ def perception_distortion(ab: Ablation, matched: dict[str, Any], path: Path,
         ax.set_title(metric, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
-    fig.suptitle("Perception-distortion plane: each run through its sweep points "
-                 f"(mean over seeds, {ab.spec.report.confidence:.0%} intervals); grey: the "
-                 "PSNR range every run covers", fontsize=8)
+    fig.suptitle("Perception-distortion plane: each run through its sweep points (mean over "
+                 f"seeds; bars: {ab.spec.report.confidence:.0%} t interval of the per-seed "
+                 "means, i.e. seed spread only;\nthe image sample, shared by all runs, is in "
+                 "the tables' intervals); grey: the PSNR range every run covers", fontsize=8)
     return _save(fig, path)
 
 

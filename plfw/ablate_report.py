@@ -49,7 +49,7 @@ def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
             continue
         for run, diff in s["difference"].items():
             compared.add(run)
-            if min(s["seeds"].get(run, 0), s["seeds"][base]) < 2:
+            if min(s["seeds"].get(run, 0), s["seeds"][base]) < 2 and run not in ab.references:
                 single_seed.add(run)
             kind = verdict(diff, s["higher_is_better"], alpha)
             {"better": better, "worse": worse, "same": same}[kind].setdefault(
@@ -218,7 +218,8 @@ def _matched_lines(ab: Ablation, matched: dict[str, Any], exploratory: bool) -> 
         lines += [f"**{metric}** ({'higher' if e['higher_is_better'] else 'lower'} is better) at "
                   f"matched PSNR-Y, run − `{ab.spec.baseline}`"
                   + (" (exploratory)" if exploratory else "") + ":", "",
-                  "| run | " + " | ".join(f"{v:.2f} dB" for v in lv) + " | over the range |",
+                  "| run | " + " | ".join(f"{v:.{2 if max(lv) - min(lv) > 0.1 else 3}f} dB"
+                                          for v in lv) + " | over the range |",
                   "|---|" + "---|" * (len(lv) + 1)]
         for run, ds in e["difference"].items():
             cells = [_marked(d, e["higher_is_better"], alpha) for d in ds]

@@ -89,6 +89,21 @@ def estimate(e: stats.Estimate, **extra: Any) -> dict[str, Any]:
             "df": num(e.df), "p": num(e.p), "caveat": e.caveat, **extra}
 
 
+def seed_interval(x: np.ndarray, confidence: float) -> dict[str, float | None]:
+    """Mean and t interval of the per-seed means alone (what a plot's error bar shows: how far
+    seeds spread; the image sample, shared by every run, is left out)."""
+    from scipy import stats as sps
+
+    means = x.mean(axis=1)
+    mean = float(means.mean())
+    if len(means) < 2 or np.allclose(means, means[0]):
+        return {"value": mean, "low": None if len(means) < 2 else mean,
+                "high": None if len(means) < 2 else mean}
+    half = float(sps.t.ppf(0.5 + confidence / 2, len(means) - 1)
+                 * means.std(ddof=1) / np.sqrt(len(means)))
+    return {"value": mean, "low": mean - half, "high": mean + half}
+
+
 def excludes_zero(d: dict[str, Any], alpha: float) -> bool:
     """Whether a comparison holds after correction (its Holm-adjusted p below alpha; without
     one, whether its interval excludes zero)."""
@@ -123,7 +138,7 @@ def setting(ab: Ablation, metrics: list[MetricInfo], scores: Scores, pool: Pool,
         diffs = {}
         if base is not None:
             diffs = {r: estimate(stats.difference(x, mats[base], conf)) for r, x in mats.items()
-                     if r != base}
+                     if r not in (base, BICUBIC)}
             _holm_into(diffs)
         out[m.label] = {
             "higher_is_better": m.higher_is_better,
@@ -170,6 +185,8 @@ def matched(ab: Ablation, metrics: list[MetricInfo], scores: Scores, pool: Pool,
             "higher_is_better": m.higher_is_better,
             "points": {run: [{"psnr": estimate(stats.run_mean(x, conf)),
                               "metric": estimate(stats.run_mean(y, conf)),
+                              "psnr_seeds": seed_interval(x, conf),
+                              "metric_seeds": seed_interval(y, conf),
                               "point": point_label(p), "seeds": int(x.shape[0])}
                              for (x, y), p in zip(pts, _points_of(ab, scores, run, m.label,
                                                                    pool), strict=True)]

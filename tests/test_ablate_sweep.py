@@ -1,0 +1,160 @@
+"""plfw ablate for studies: sweeps, extra seeds, the primary endpoint, learning curves,
+matched distortion, duplicates counted once, reference models and fp16 generators."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers import make_images
+
+from plfw.ablate import pack_job, run_ablation
+from plfw.ablation import load_ablation
+from plfw.errors import UserError
+from plfw.evaluate import evaluate, load_pairs
+from plfw.generators import load_generator, runner
+from plfw.runtime import make_runtime
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "ablation" / "smoke_sweep.yaml"
+TINY = ["generator.blocks=1", "generator.channels=8", "phases.srgan.init=null",
+        "phases.srgan.lr=1e-3"]
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads() -> object:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_smoke_sweep_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs' worked example, with a tiny generator: 2 runs x 3 weights x 2 seeds (+1 seed
+    at the primary weight) = 14 jobs, then the report with every new section."""
+    monkeypatch.chdir(REPO)  # the file's paths are relative to the repository root
+    out = tmp_path / "out"
+    lines: list[str] = []
+    report = run_ablation(SMOKE, out, overrides=TINY, device="cpu", log=lines.append)
+    ab = load_ablation(SMOKE, out, TINY)
+    assert len(ab.jobs) == 14 and [j.label for j in ab.jobs[:2]] == [
+        "vgg[adversarial.weight=0.001]/seed0", "mse[adversarial.weight=0.001]/seed0"]
+    job = ab.jobs[-1]
+    assert job.seed == 2 and job.point == (("phases.srgan.losses.adversarial.weight", 0.01),)
+    assert job.config.phases["srgan"].losses["adversarial"]["weight"] == 0.01
+    assert job.run_dir == out / "mse" / "adversarial.weight=0.01" / "seed2"
+    curve = [json.loads(x) for x in (job.run_dir / "curve.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in curve] == [2, 4, 6]
+
+    text = report.read_text()
+    data = json.loads((out / "report.json").read_text())
+    # the answer leads with the declared primary endpoint, the rest is labelled exploratory
+    assert text.index("## Primary endpoint") < text.index("## Answer at a single setting "
+                                                          "(exploratory)")
+    prim = data["primary"]
+    assert prim["metric"] == "ssim_y" and set(prim["difference"]) == {"mse"}
+    d = prim["difference"]["mse"]
+    assert d["low"] <= d["value"] <= d["high"] and d["p_holm"] == pytest.approx(d["p"])
+    for png in ("perception_distortion.png", "learning_curves.png", "balance.png",
+                "forest.png", "crops.png"):
+        assert (out / png).stat().st_size > 0 and f"({png})" in text
+    matched = data["matched_distortion"]["ssim_y"]
+    assert len(matched["points"]["vgg"]) == 3 and matched["levels"]
+    assert all(len(v) == len(matched["levels"]) for v in matched["difference"].values())
+    assert "Kendall's τ" in text
+    # the reference model is scored beside bicubic, and the runs are compared with it
+    assert data["references"]["start"]["scores"]["val"]["psnr_y"]
+    assert "start" in data["statistics"]["psnr_y"]["difference"]
+
+
+def _write(tmp: Path, **changes: object) -> Path:
+    data: dict = yaml.safe_load(SMOKE.read_text())
+    data["base"] = str(REPO / "configs" / "ablation" / "smoke_base.yaml")
+    data["eval"]["sets"] = {"val": {"hr": str(REPO / "assets" / "photos" / "val")}}
+    data["eval"]["references"] = {}
+    data.update(changes)
+    path = tmp / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"sweep": {"phases.srgan.lr": []}}, "distinct values"),
+    ({"extra_seeds": [{"at": {"phases.srgan.losses.adversarial.weight": 5.0}, "seeds": [2]}]},
+     "is not one of sweep"),
+    ({"primary": {"metric": "lpips", "point": {}}}, "primary.metric 'lpips'"),
+    ({"primary": {"metric": "ssim_y"}}, "give `psnr:`"),
+    ({"eval": {"sets": {"val": {"hr": "x"}}, "curve": {"at": [2], "sets": ["nope"]}}},
+     "no eval set 'nope'"),
+    ({"artefacts": "some"}, "artefacts"),
+])
+def test_bad_sweep_files(tmp_path: Path, changes: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        load_ablation(_write(tmp_path, **changes))
+
+
+def test_points_and_arms(tmp_path: Path) -> None:
+    ab = load_ablation(_write(tmp_path, sweep={"phases.srgan.losses.adversarial.weight": [1e-3],
+                                               "phases.srgan.lr": [1e-4, 3e-4]},
+                              extra_seeds=[], primary=None))
+    assert [p for p in ab.points] == [
+        (("phases.srgan.losses.adversarial.weight", 1e-3), ("phases.srgan.lr", 1e-4)),
+        (("phases.srgan.losses.adversarial.weight", 1e-3), ("phases.srgan.lr", 3e-4))]
+    assert list(ab.arms)[:2] == ["vgg[adversarial.weight=0.001,srgan.lr=0.0001]",
+                                 "vgg[adversarial.weight=0.001,srgan.lr=0.0003]"]
+    assert len(ab.jobs) == 2 * 2 * 2
+    # the run's own overrides come after the sweep's: a run can pin a swept key
+    pinned = load_ablation(_write(tmp_path, runs={"a": ["phases.srgan.lr=5e-4"]},
+                                  sweep={"phases.srgan.lr": [1e-4, 3e-4]}, extra_seeds=[],
+                                  baseline=None, primary=None))
+    assert {j.config.phases["srgan"].lr for j in pinned.jobs} == {5e-4}
+
+
+def test_duplicate_eval_images_are_counted_once(tmp_path: Path) -> None:
+    from plfw.ablate_stats import duplicates
+    from plfw.evaluate import Pair
+
+    photos = load_pairs(REPO / "assets" / "photos" / "val", None, 4)
+    chelsea = photos[1]
+    crop = Pair("chelsea_crop", chelsea.lr[:, 1:, 1:], chelsea.hr[:, 4:, 4:])
+    keep, notes = duplicates({"a": photos, "b": [crop, photos[0]]})
+    assert keep == {"a": [True, True, True], "b": [False, False]}
+    assert len(notes) == 2
+    assert any("b/chelsea_crop shows the same picture as a/chelsea" in n for n in notes)
+
+
+def test_fp16_generators_score_like_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                         ) -> None:
+    """A finished job packed to fp16 safetensors scores within 0.01 dB of its fp32 model, and
+    only the final generator is kept."""
+    monkeypatch.chdir(REPO)
+    path = _write(tmp_path, runs={"vgg": []}, sweep={}, extra_seeds=[], primary=None,
+                  seeds=[0], artefacts="all", eval={"sets": {"val": {
+                      "hr": str(REPO / "assets" / "photos" / "val")}}})
+    out = tmp_path / "out"
+    run_ablation(path, out, overrides=["phases.srgan.steps=1"], device="cpu", report=False)
+    ab = load_ablation(path, out, ["phases.srgan.steps=1"])
+    job = ab.jobs[0]
+    fp32 = job.run_dir / "models" / "srgan.pt"
+    keep = tmp_path / "srgan_fp32.pt"
+    shutil.copy(fp32, keep)
+    packed = pack_job(job)
+    assert packed is not None and packed.name == "srgan.fp16.safetensors"
+    assert not fp32.exists() and not (job.run_dir / "checkpoints").exists()
+    assert packed.stat().st_size < 0.55 * keep.stat().st_size
+    assert pack_job(job) == packed  # packing twice changes nothing
+    rt = make_runtime("cpu", "fp32")
+    pairs = load_pairs(REPO / "assets" / "photos" / "val", None, 4)
+    scores = []
+    for model in (keep, packed):
+        module, out_range = load_generator(model)
+        scores.append(evaluate(runner(module, out_range, rt), pairs, 4))
+    for a, b in zip(scores[0]["per_image"], scores[1]["per_image"], strict=True):
+        assert abs(a["psnr_y"] - b["psnr_y"]) < 0.01
+    # the report and re-scoring read the packed file
+    report = run_ablation(path, out, overrides=["phases.srgan.steps=1"], device="cpu",
+                          report_only=True, eval_hr=str(make_images(tmp_path / "o", 2, (48, 48))))
+    assert report is not None and report.is_file()
