@@ -192,17 +192,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def loss_curves(ab: Ablation, path: Path, prefix: str = "loss", log_y: bool = True
-                ) -> Path | None:
-    """One panel per arm: every logged key starting with ``prefix`` (loss terms; or
-    ``grad_sr_``, how hard each weighted term pulls on the SR image) against the step, one
-    line style per seed."""
+def loss_curves(ab: Ablation, path: Path) -> Path | None:
+    """Per arm, two stacked panels: every logged loss term (unweighted) against the step, and
+    below it how hard each weighted term pulls on the SR image (``grad_sr_<term>``: the norm
+    of its gradient with respect to the SR batch); one line style per seed."""
     panels = {}
     for arm in dict.fromkeys(j.arm for j in ab.jobs):
         per_seed = {}
         for job in ab.jobs_of(arm):
             by_step = {r["step"]: r for r in read_metrics(job.run_dir)
-                       if any(k.startswith(prefix) for k in r)}
+                       if any(k.startswith(("loss", "grad_sr_")) for k in r)}
             if by_step:
                 per_seed[job.label] = [by_step[s] for s in sorted(by_step)]
         if per_seed:
@@ -211,25 +210,31 @@ def loss_curves(ab: Ablation, path: Path, prefix: str = "loss", log_y: bool = Tr
         return None
     plt = pyplot()
     cols = min(4, len(panels))
-    rows_n = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(3.8 * cols, 2.8 * rows_n), squeeze=False)
+    blocks = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(3.8 * cols, 4.6 * blocks),
+                             squeeze=False)
     styles = ["-", "--", ":", "-."]
-    for ax, (arm, per_seed) in zip(axes.flat, panels.items(), strict=False):
-        for k, (_, records) in enumerate(per_seed.items()):
-            keys = sorted({key for r in records for key in r if key.startswith(prefix)})
-            for j, key in enumerate(keys):
-                pts = [(r["step"], r[key]) for r in records if key in r and r[key] > 0]
-                if pts:
-                    ax.plot(*zip(*pts, strict=True), styles[k % 4], color=f"C{j}",
-                            linewidth=1, label=key.removeprefix("grad_sr_") if k == 0 else None)
-        if log_y:
+    for n, (arm, per_seed) in enumerate(panels.items()):
+        for row, prefix in enumerate(("loss", "grad_sr_")):
+            ax = axes[2 * (n // cols) + row][n % cols]
+            for k, (_, records) in enumerate(per_seed.items()):
+                keys = sorted({key for r in records for key in r if key.startswith(prefix)})
+                for j, key in enumerate(keys):
+                    pts = [(r["step"], r[key]) for r in records if key in r and r[key] > 0]
+                    if pts:
+                        ax.plot(*zip(*pts, strict=True), styles[k % 4], color=f"C{j}",
+                                linewidth=1,
+                                label=key.removeprefix("grad_sr_") if k == 0 else None)
             ax.set_yscale("log")
-        ax.set_title(f"{arm} ({len(per_seed)} seed(s))", fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
+            what = "loss terms" if prefix == "loss" else "pull: |d(weighted term)/d SR|"
+            ax.set_title(f"{arm} ({len(per_seed)} seed(s)): {what}", fontsize=7)
+            ax.set_xlabel("step", fontsize=7)
+            ax.tick_params(labelsize=6)
+            if ax.lines:
+                ax.legend(fontsize=6)
+    for n in range(len(panels), blocks * cols):
+        for row in (0, 1):
+            axes[2 * (n // cols) + row][n % cols].axis("off")
     return _save(fig, path, dpi=80)
 
 

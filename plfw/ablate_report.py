@@ -293,7 +293,6 @@ def write_report(ab: Ablation, device: str = "auto", log: Any = print,
                    if ab.spec.eval.curve.at else None),
         "crops": plots.crop_grid(ab, scores, out / "crops.png"),
         "loss": plots.loss_curves(ab, out / "loss_curves.png"),
-        "balance": plots.loss_curves(ab, out / "balance.png", prefix="grad_sr_"),
     }
     train_total = sum(read_state(j.run_dir).get("train_seconds") or 0.0 for j in ab.jobs)
     finished = sum(v == "finished" for v in status.values())
@@ -363,10 +362,14 @@ def write_report(ab: Ablation, device: str = "auto", log: Any = print,
         lines.append(f"| {run} | " + ("<br>".join(f"`{o}`" for o in items) or "-") + " |")
     for name, path in ab.references.items():
         lines.append(f"| {name} (reference) | `{path}` |")
+    models = [m for j in ab.jobs if (m := finished_model(j)) is not None]
+    size = sum(m.stat().st_size for m in models) / 1e6
+    kept = "fp16 safetensors" if ab.spec.artefacts == "final_fp16" else "as trained"
     command = " ".join(["plfw ablate", str(ab.path), *ab.extra, "--out", str(ab.out)])
     lines += ["", f"Command: `{command}`. All training together: {_duration(train_total)} "
               f"(wall time, summed over jobs and resumptions); scoring and this report: "
-              f"{_duration(time.perf_counter() - started)}.", ""]
+              f"{_duration(time.perf_counter() - started)}. Generators kept: {len(models)} "
+              f"files, {size:.1f} MB ({kept}).", ""]
     if ab.spec.notes:
         lines += ["## What this comparison can and cannot show", "", ab.spec.notes.strip(), ""]
     if pictures["crops"] is not None:
@@ -375,14 +378,11 @@ def write_report(ab: Ablation, device: str = "auto", log: Any = print,
                   "each run's first finished job.", "", f"![crops]({pictures['crops'].name})",
                   ""]
     if pictures["loss"] is not None:
-        lines += ["## Loss curves", "", "Logged loss terms per run (unweighted; `loss` is the "
-                  "weighted total), one line style per seed.", "",
+        lines += ["## Loss curves and balance", "", "Per run, the logged loss terms (unweighted; "
+                  "`loss` is the weighted total) and below them how hard each weighted term "
+                  "pulls on the SR image: the norm of its gradient with respect to the SR "
+                  "batch, logged every `log_every` steps. One line style per seed.", "",
                   f"![loss curves]({pictures['loss'].name})", ""]
-    if pictures["balance"] is not None:
-        lines += ["## Balance", "", "How hard each weighted loss term pulls on the SR image: "
-                  "the norm of its gradient with respect to the SR batch, logged every "
-                  "`log_every` steps, one line style per seed.", "",
-                  f"![balance]({pictures['balance'].name})", ""]
     report = out / "report.md"
     atomic_write_bytes(report, "\n".join(lines).encode())
     data = {

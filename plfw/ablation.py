@@ -85,7 +85,7 @@ class ReportSettings:
     crop: int = 96  # side of the HR window shown in crop grids
     zoom: int = 2
     crop_images: int = 6  # images with a crop grid (spread over the sets); 0 = none
-    bootstrap: int = 10000  # resamples for every interval
+    bootstrap: int = 10000  # unused since t intervals replaced the bootstrap; older files load
     confidence: float = 0.95
 
 

@@ -37,7 +37,7 @@ A term with a single seed has no seed-variance estimate at all: its result has a
 interval, NaN ``se`` and ``p`` and says why in ``Estimate.caveat`` -- never a falsely narrow
 interval.
 
-**Why not the percentile bootstrap** (:mod:`plfw.bootstrap`, which this replaces for reports).
+**Why not the percentile bootstrap** (plfw 0.1's ``plfw.bootstrap``, which this replaced).
 Resampling 3 seeds with replacement can only produce means inside the range of the 3 seed
 means, so the interval cannot reach past what was observed, and the resampled means have only
 ``(n - 1) / n`` of the seed variance (2/3 with 3 seeds, 1/2 with 2) while the percentile

@@ -58,7 +58,7 @@ def test_the_smoke_sweep_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert prim["metric"] == "ssim_y" and set(prim["difference"]) == {"mse"}
     d = prim["difference"]["mse"]
     assert d["low"] <= d["value"] <= d["high"] and d["p_holm"] == pytest.approx(d["p"])
-    for png in ("perception_distortion.png", "learning_curves.png", "balance.png",
+    for png in ("perception_distortion.png", "learning_curves.png", "loss_curves.png",
                 "forest.png", "crops.png"):
         assert (out / png).stat().st_size > 0 and f"({png})" in text
     matched = data["matched_distortion"]["ssim_y"]
