@@ -412,6 +412,7 @@ def write_report(ab: Ablation, device: str = "auto", log: Any = print,
                                "trained_with": sorted(training_networks(j.config))}
                      for j in ab.jobs},
         "primary": prim,
+        "main_point": point_label(main_point),
         "statistics": per_point[main_point],
         "statistics_per_point": {point_label(p) or "-": v for p, v in per_point.items()},
         "statistics_per_set": per_set, "matched_distortion": matched, "learning": settled,

@@ -47,6 +47,7 @@ def test_the_smoke_sweep_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert job.config.phases["srgan"].losses["adversarial"]["weight"] == 0.01
     assert job.run_dir == out / "mse" / "adversarial.weight=0.01" / "seed2"
     curve = [json.loads(x) for x in (job.run_dir / "curve.jsonl").read_text().splitlines()]
+    assert [p.name for p in (job.run_dir / "models").iterdir()] == ["srgan.fp16.safetensors"]
     assert [r["step"] for r in curve] == [2, 4, 6]
 
     text = report.read_text()
@@ -68,6 +69,16 @@ def test_the_smoke_sweep_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     # the reference model is scored beside bicubic, and the runs are compared with it
     assert data["references"]["start"]["scores"]["val"]["psnr_y"]
     assert "start" in data["statistics"]["psnr_y"]["difference"]
+
+    # people rate the runs at the primary point: one method per run, fp16 files load
+    from plfw.cli import main
+
+    study = tmp_path / "mos"
+    assert main(["mos", "create", str(study), "--from-ablation", str(out), "--seed", "1",
+                 "--calibration", "1"]) == 0
+    manifest = json.loads((study / "study.json").read_text())
+    assert {"bicubic", "vgg", "mse"} <= set(manifest["methods"])
+    assert not any("[" in m for m in manifest["methods"])  # one method per run, not per arm
 
 
 def _write(tmp: Path, **changes: object) -> Path:

@@ -1,7 +1,8 @@
 """`plfw mos create --from-ablation DIR`: a MOS study of an ablation's runs.
 
 The ablation's ``report.json`` names its evaluation sets and each finished job's generator.
-Each run contributes one method (its first finished seed) plus bicubic; every method
+Each run contributes one method (its first finished seed; with a sweep, at the primary
+endpoint's point) plus bicubic; every method
 super-resolves the same LR images the report scored, each evaluation set becomes a data set of
 the study, and the HR images are the reference. The images are made in a temporary folder next
 to the study and handed to :func:`plfw.mos.create.create_study`, which checks them as usual.
@@ -26,14 +27,21 @@ REPORT = "report.json"
 
 def _first_seed_models(report: dict, folder: Path) -> dict[str, Path]:
     """Run name -> generator of its lowest finished seed, in the report's run order (paths in
-    the report are relative to its folder)."""
+    the report are relative to its folder). With a sweep, only the models at the report's main
+    point (the primary endpoint's, else the middle sweep value) are rated."""
+    jobs = report.get("jobs", {})
+    main = report.get("main_point", "")
     chosen: dict[str, tuple[str, Path]] = {}
+    order = []
     for label, path in report.get("models", {}).items():
-        run = label.split("/")[0]
+        info = jobs.get(label, {})
+        if info.get("point", "") != main:
+            continue
+        run = info.get("run", label.split("/")[0])
+        order.append(run)
         if run not in chosen or label < chosen[run][0]:
             chosen[run] = (label, folder / path)
-    order = [label.split("/")[0] for label in report.get("status", {})]
-    return {run: chosen[run][1] for run in dict.fromkeys(order) if run in chosen}
+    return {run: chosen[run][1] for run in dict.fromkeys(order)}
 
 
 def create_from_ablation(study_dir: str | Path, ablation_dir: str | Path, *,
