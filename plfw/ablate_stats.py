@@ -286,23 +286,27 @@ def curve_means(ab: Ablation, arm: str, metric: str, sets: list[str],
                 keep: dict[str, list[bool]] | None = None,
                 names: dict[str, list[str]] | None = None) -> dict[str, dict[int, float]]:
     """Per job label of ``arm``: step -> mean of ``metric`` over the sets' images (duplicates
-    dropped when ``keep``/``names`` are given), only at steps where every set was scored."""
+    dropped when ``keep``/``names`` are given), only at steps where every set was scored, and
+    over the images every such step scored (a curve limit changed on resume cannot mix image
+    samples)."""
     out: dict[str, dict[int, float]] = {}
     for job in ab.jobs_of(arm):
         by_step: dict[int, dict[str, dict[str, float]]] = {}
         for r in read_curve(job.run_dir):
             if metric in r.get("scores", {}):
                 by_step.setdefault(int(r["step"]), {})[r["set"]] = r["scores"][metric]
+        by_step = {k: v for k, v in by_step.items() if all(s in v for s in sets)}
+        common = {s: set.intersection(*(set(v[s]) for v in by_step.values()))
+                  for s in sets} if by_step else {}
         points = {}
         for step, per_set in by_step.items():
-            if not all(s in per_set for s in sets):
-                continue
             values = []
             for s in sets:
                 dropped = set()
                 if keep is not None and names is not None and s in keep:
                     dropped = {n for n, k in zip(names[s], keep[s], strict=True) if not k}
-                values += [v for n, v in per_set[s].items() if n not in dropped]
+                values += [v for n, v in per_set[s].items() if n in common[s]
+                           and n not in dropped]
             if values:
                 points[step] = float(np.mean(values))
         if points:

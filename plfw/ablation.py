@@ -47,6 +47,7 @@ class CurveSpec:
     at: list[int] = field(default_factory=list)
     metrics: list[Any] = field(default_factory=lambda: ["psnr_y"])  # a cheaper subset, say
     sets: list[str] | None = None  # names of eval sets (default: all of them)
+    limit: int = 0  # at most this many images per set for curves (0: the set's own limit)
 
 
 @dataclass
@@ -239,7 +240,7 @@ def _job_config(ab: Ablation, run: str, seed: int | None, point: Point = ()) -> 
         names = curve.sets if curve.sets is not None else list(ab.sets)
         data["curve"] = {"at": list(curve.at), "metrics": list(curve.metrics),
                          "sets": {n: {"hr": ab.sets[n].hr, "lr": ab.sets[n].lr,
-                                      "limit": ab.sets[n].limit} for n in names}}
+                                      "limit": curve.limit or ab.sets[n].limit} for n in names}}
     data["name"] = run
     try:
         return config_mod.build_config(data, name=run)
