@@ -222,7 +222,11 @@ def test_training_networks(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", ["ablation/paper_table1.yaml", "ablation/beyond_vgg.yaml",
                                   "ablation/cpu_quick.yaml", "study/loss_networks.yaml",
                                   "study/loss_networks_gpu.yaml",
-                                  "study/loss_networks_online.yaml"])
+                                  "study/loss_networks_online.yaml",
+                                  "study/loss_networks_v2.yaml", "study/loss_networks_v2_gpu.yaml",
+                                  "study/loss_networks_v2_online.yaml", "study/pilot_v2.yaml",
+                                  "study/loss_networks_v2_calibration.yaml",
+                                  "ablation/smoke_sweep.yaml"])
 def test_shipped_ablations_load(path: str) -> None:
     ab = load_ablation(REPO / "configs" / path)
     assert ab.out == Path("runs") / Path(path).stem
@@ -231,6 +235,37 @@ def test_shipped_ablations_load(path: str) -> None:
         assert init is None or init.startswith(str(ab.out)) or Path(init).is_file(), job.label
     if ab.spec.baseline:
         assert ab.spec.baseline in ab.runs
+
+
+def test_the_v2_study_is_what_the_issue_asks_for() -> None:
+    """The design the study issue asks for, checked on the file itself."""
+    ab = load_ablation(REPO / "configs" / "study" / "loss_networks_v2.yaml")
+    assert {"vgg54", "vgg22", "vgg54_conv", "vgg54_random", "lite2", "mse"} <= set(ab.runs)
+    (key, values), = ab.spec.sweep.items()
+    assert key == "phases.srgan.losses.adversarial.weight"
+    assert len(values) >= 3 and max(values) / min(values) >= 10 and 1e-3 in values
+    seeds: dict[tuple, set] = {}
+    for job in ab.jobs:
+        seeds.setdefault((job.run, job.point), set()).add(job.seed)
+        cfg = job.config
+        assert cfg.train.precision == "fp32"
+        srgan = cfg.phases["srgan"]
+        assert (REPO / srgan.init).is_file()
+        content = srgan.losses["content"]
+        assert "match_gradient" not in content and content["weight"] > 0  # fixed per arm
+        roots = [cfg.data.train["root"], *cfg.data.train["more_roots"]]
+        assert not any("General100" in r for r in roots)  # held out of training
+    for (run, point), got in seeds.items():
+        assert len(got) >= (3 if dict(point)[key] == 1e-3 else 2), (run, point)
+    assert "General100" in ab.sets and ab.spec.eval.curve.at
+    paper = {"vgg54": 1.0, "vgg22": 1.0, "mse": 1.0}
+    for job in ab.jobs:
+        if job.run in paper:
+            assert job.config.phases["srgan"].losses["content"]["weight"] == paper[job.run]
+    gpu = load_ablation(REPO / "configs" / "study" / "loss_networks_v2_gpu.yaml")
+    assert gpu.runs == ab.runs and gpu.spec.sweep == ab.spec.sweep
+    first = gpu.jobs[0].config
+    assert first.data.batch_size == 16 and first.data.train["crop"] == 96
 
 
 def test_the_study_is_what_the_issue_asks_for() -> None:
@@ -297,10 +332,14 @@ def test_study_variants_build_here() -> None:
 
     online = load_ablation(REPO / "configs" / "study" / "loss_networks_online.yaml",
                            extra=["phases.srgan.losses.content.network.weights=none"])
+    online_v2 = load_ablation(REPO / "configs" / "study" / "loss_networks_v2_online.yaml",
+                              extra=["phases.srgan.losses.content.network.weights=none"])
     x = torch.rand(2, 3, 64, 64) * 2 - 1
-    for job in online.jobs[: len(online.runs)]:  # seed 0 of every run
+    for job in [*online.jobs[: len(online.runs)], *online_v2.jobs[: len(online_v2.runs)]]:
         spec = dict(job.config.phases["srgan"].losses["content"])
-        spec.pop("weight"), spec.pop("match_gradient")
+        spec.pop("weight"), spec.pop("match_gradient", None)
+        if spec.get("name") != "perceptual":
+            continue
         loss = plfw.build("loss", spec)
         loss.set_image_range(-1.0, 1.0)
         loss.calibrate(x)
