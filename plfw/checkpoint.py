@@ -76,6 +76,10 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+class UnreadableCheckpoint(UserError):
+    """A file that is not a torch file or was cut short (a power loss, a disk error)."""
+
+
 def safe_load(path: str | Path) -> Any:
     """Load a .pt file without executing code from it; one-line UserError on any problem."""
     path = Path(path)
@@ -90,7 +94,7 @@ def safe_load(path: str | Path) -> Any:
             f"({detail[:120]}); re-save it as a plain state dict of tensors"
         ) from None
     except Exception as exc:  # truncated or not a torch file
-        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
+        raise UnreadableCheckpoint(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:160] if str(exc) else 'unknown'})") from None
 
 

@@ -12,13 +12,21 @@ Accepted, as ``.pt`` / ``.pth`` (read with ``weights_only``: no pickled objects)
   ``from_state_dict(state) -> (spec, state) | None`` attribute is asked (``rrdbnet`` and
   ``msrresnet`` have one), then plfw's own ``srresnet``; then, if the optional ``spandrel``
   package is installed, any architecture it recognises (SwinIR, HAT, Real-ESRGAN Compact, ...).
+
+Nothing is allocated for a network before its weights are known to fill it: the spec (from the
+file, or read from tensor shapes) is built on the ``meta`` device and every tensor name and
+shape of the file is checked against it; zero-element tensors are refused; and every build
+(spandrel's too) stops once it creates far more tensors or elements than the file holds. A
+200-byte file whose spec asks for a 154 GB network is one line, not an allocation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +34,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from plfw.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from plfw.checkpoint import safe_load
@@ -81,13 +90,139 @@ def infer_srresnet(state: dict[str, torch.Tensor]) -> dict[str, Any]:
             "scale": scale, "batch_norm": any("running_mean" in k for k in keys)}
 
 
-def _build(spec: dict[str, Any], weights: dict[str, torch.Tensor], source: str) -> nn.Module:
-    module = get_plugins().registry.build("generator", spec, f"generator in {source}")
+#: Tensor factories whose first argument is the size of the tensor they allocate.
+_SIZED_FACTORIES = (torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn,
+                    torch.empty_strided)
+
+
+class _TooBig(Exception):
+    """A build asked for more tensors or elements than its weights file could fill."""
+
+
+class _Budget(TorchFunctionMode):
+    """Stops a network build before an allocation once the tensors it creates exceed what the
+    weights could fill: ``4 x`` the file's tensor count (+ 256) or element count (+ ``slack``
+    for buffers and temporaries: 2^20 on the meta device, where a stop is only quicker, 2^24 =
+    64 MB of float32 for a real build). A spec or tensor shapes asking for a 154 GB network from
+    a 200-byte file stop here instead of in the allocator."""
+
+    def __init__(self, weights: dict[str, torch.Tensor], slack: int = 1 << 24) -> None:
+        super().__init__()
+        self.max_tensors = 4 * len(weights) + 256
+        self.max_elements = 4 * _present(weights) + slack
+        self.tensors = self.elements = 0
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (),
+                           kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _SIZED_FACTORIES:
+            size = kwargs.get("size", args[0] if args else ())
+            if not isinstance(size, list | tuple | torch.Size):
+                size = [a for a in args if isinstance(a, int)]
+            self.tensors += 1
+            self.elements += math.prod(int(n) for n in size)
+            if self.tensors > self.max_tensors or self.elements > self.max_elements:
+                raise _TooBig
+        return func(*args, **kwargs)
+
+
+def _present(weights: dict[str, torch.Tensor]) -> int:
+    """Values the file really holds: the elements of its distinct storages, not the tensors'
+    ``numel`` (a tensor expanded with stride 0 claims any shape from one stored value)."""
+    storages: dict[int, int] = {}
+    for v in weights.values():
+        storage = v.untyped_storage()
+        storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0),
+                                           storage.nbytes() // max(v.element_size(), 1))
+    return sum(storages.values())
+
+
+def _fit_error(exc: RuntimeError) -> str:
+    """The first size mismatch of a ``load_state_dict`` error, on one line."""
+    lines = [" ".join(line.split()) for line in str(exc).splitlines()[1:] if line.strip()]
+    more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+    return (lines[0][:200] + more) if lines else " ".join(str(exc).split())[:200]
+
+
+def _check_tensors(weights: Any, source: str) -> dict[str, torch.Tensor]:
+    """``weights`` as a state dict of tensors, none of them empty (a zero-element tensor costs
+    nothing in a file but can stand for any shape)."""
+    if not isinstance(weights, dict) or not weights or not all(
+            isinstance(v, torch.Tensor) for v in weights.values()):
+        raise UserError(f"{source}: the weights are not a state dict of tensors (found "
+                        f"{type(weights).__name__}); the file is damaged or not a generator")
+    empty = [k for k, v in weights.items() if v.numel() == 0]
+    if empty:
+        shape = list(weights[empty[0]].shape)
+        raise UserError(f"{source}: tensor '{empty[0]}' has no elements (shape {shape}"
+                        f"{f'; {len(empty) - 1} more' if len(empty) > 1 else ''}): not the "
+                        f"weights of a trained network")
+    return weights
+
+
+def _fits_on_meta(spec: dict[str, Any], weights: dict[str, torch.Tensor], source: str) -> bool:
+    """Refuse ``weights`` that do not fit ``spec`` before anything is allocated: the network is
+    built on the meta device (shapes, no memory) under :class:`_Budget`, and the file's tensor
+    names and shapes are checked against it. False for a generator that cannot be built on the
+    meta device: its real build then runs under the budget instead."""
+    name = spec.get("name")
+    try:
+        with torch.device("meta"), _Budget(weights, slack=1 << 20):
+            module = get_plugins().registry.build("generator", spec, f"generator in {source}")
+    except _TooBig:
+        raise UserError(f"{source}: generator {name} as specified ({_spec_text(spec)}) is far "
+                        f"larger than the {len(weights)} tensors of "
+                        f"{_count(weights)} values in the file: the spec does not match its "
+                        f"weights; refused before allocating it") from None
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - a generator that cannot be built on the meta device
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "copying into a meta parameter is a no-op"
+        try:
+            missing, unexpected = module.load_state_dict(weights, strict=False)
+        except RuntimeError as exc:  # size mismatches
+            raise UserError(f"{source}: weights do not fit generator {name} "
+                            f"({_spec_text(spec)}): {_fit_error(exc)}") from None
+    if missing or unexpected:
+        parts = [f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})"
+                 for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise UserError(f"{source}: weights do not fit generator {name} ({_spec_text(spec)}): "
+                        f"{'; '.join(parts)}")
+    return True
+
+
+def _spec_text(spec: dict[str, Any]) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _count(weights: dict[str, torch.Tensor]) -> str:
+    return f"{_present(weights):,}"
+
+
+def _build(spec: dict[str, Any], weights: Any, source: str) -> nn.Module:
+    """The generator ``spec`` with ``weights`` loaded: checked on the meta device first, so a
+    file whose spec or shapes ask for a network far larger than its weights is refused in one
+    line before any memory is taken."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise UserError(f"{source}: the generator spec is not a mapping with a name "
+                        f"(found {type(spec).__name__}); the file is damaged")
+    weights = _check_tensors(weights, source)
+    checked = _fits_on_meta(spec, weights, source)
+    try:  # once the shapes are checked, the weights bound what the build allocates
+        with contextlib.nullcontext() if checked else _Budget(weights):
+            module = get_plugins().registry.build("generator", spec, f"generator in {source}")
+    except _TooBig:
+        raise UserError(f"{source}: generator {spec['name']} as specified "
+                        f"({_spec_text(spec)}) is far larger than the weights in the file; "
+                        f"refused") from None
     try:
         module.load_state_dict(weights)
     except RuntimeError as exc:
         raise UserError(f"{source}: weights do not fit generator {spec.get('name')} "
-                        f"({str(exc).splitlines()[0][:160]})") from None
+                        f"({_fit_error(exc)})") from None
     return module.eval()
 
 
@@ -174,7 +309,10 @@ def _recognise(state: dict[str, torch.Tensor], path: Path) -> LoadedGenerator:
         if recognise is None:
             continue
         tried.append(name)
-        found = recognise(state)
+        try:
+            found = recognise(state)
+        except UserError as exc:  # its keys, with shapes that no such network has
+            raise UserError(f"{path}: {exc}") from None
         if found is not None:
             spec, weights = found
             return LoadedGenerator(_build(spec, weights, str(path)), (0.0, 1.0), spec, path,
@@ -190,7 +328,12 @@ def _recognise(state: dict[str, torch.Tensor], path: Path) -> LoadedGenerator:
         tried.append("spandrel (not installed: pip install 'plfw[spandrel]')")
     else:
         try:
-            descriptor = spandrel.ModelLoader().load_from_state_dict(state)
+            with _Budget(state):
+                descriptor = spandrel.ModelLoader().load_from_state_dict(state)
+        except _TooBig:
+            raise UserError(f"{path}: spandrel reads these weights as a network far larger "
+                            f"than the {len(state)} tensors of {_count(state)} values in the "
+                            f"file; refused before allocating it") from None
         except Exception as exc:  # unknown architecture or a mismatch inside spandrel
             detail = (str(exc).splitlines() or [type(exc).__name__])[0][:80]
             tried.append(f"spandrel {spandrel.__version__} ({detail})")
@@ -208,6 +351,19 @@ def _recognise(state: dict[str, torch.Tensor], path: Path) -> LoadedGenerator:
     sample = ", ".join(list(state)[:3])
     raise UserError(f"{path}: no loader recognises these weights (keys {sample}, ...; tried "
                     f"{', '.join(tried)})")
+
+
+def _entry(state: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path,
+           what: str) -> Any:
+    """``state[key]`` of a plfw file, or one line saying what is missing or wrong."""
+    if key not in state:
+        raise UserError(f"{path}: plfw {what} without '{key}' (the file is damaged or was not "
+                        f"written by plfw); export the model again or pass its checkpoint")
+    value = state[key]
+    if not isinstance(value, kind):
+        raise UserError(f"{path}: '{key}' in this plfw {what} is a {type(value).__name__}, "
+                        f"not what plfw writes (the file is damaged)")
+    return value
 
 
 def open_generator(source: str | Path) -> LoadedGenerator:
@@ -229,15 +385,17 @@ def open_generator(source: str | Path) -> LoadedGenerator:
                             f"spec in its metadata") from None
         loaded = LoadedGenerator(_build(spec, state, str(path)), (0.0, 1.0), spec, path, "plfw")
     elif fmt == GENERATOR_FORMAT:
-        spec = dict(state["generator"])
-        loaded = LoadedGenerator(_build(spec, state["state_dict"], str(path)), (0.0, 1.0),
-                                 spec, path, "plfw")
+        spec = dict(_entry(state, "generator", dict, path, "exported generator"))
+        weights = _entry(state, "state_dict", dict, path, "exported generator")
+        loaded = LoadedGenerator(_build(spec, weights, str(path)), (0.0, 1.0), spec, path,
+                                 "plfw")
     elif fmt == CHECKPOINT_FORMAT:
-        cfg = state["config"]
-        spec = dict(cfg["generator"]) if isinstance(cfg["generator"], dict) else {
-            "name": cfg["generator"]}
+        cfg = _entry(state, "config", dict, path, "checkpoint")
+        generator = _entry(cfg, "generator", (dict, str), path, "checkpoint's config")
+        spec = dict(generator) if isinstance(generator, dict) else {"name": generator}
         spec.setdefault("scale", cfg.get("scale", 4))
-        weights = state["ema"] if state.get("ema") is not None else state["generator"]
+        weights = (state["ema"] if state.get("ema") is not None
+                   else _entry(state, "generator", dict, path, "checkpoint"))
         loaded = LoadedGenerator(_build(spec, weights, str(path)), (0.0, 1.0), spec, path,
                                  "plfw checkpoint")
     else:
@@ -247,7 +405,7 @@ def open_generator(source: str | Path) -> LoadedGenerator:
             raise UserError(f"{path}: not a plfw checkpoint, exported generator or state dict "
                             f"of tensors (top-level keys: {keys}; looked inside "
                             f"{', '.join(WRAPPERS)})")
-        loaded = _recognise(tensors, path)
+        loaded = _recognise(_check_tensors(tensors, str(path)), path)
         if where:
             loaded.how += f" from {where}"
     out_range = tuple(getattr(loaded.module, "output_range", (0.0, 1.0)))

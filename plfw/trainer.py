@@ -96,20 +96,46 @@ class Trainer:
                     raise UserError(f"curve.sets.{name}: folder not found: {folder}")
         self._curve_pairs: dict[str, list[Pair]] | None = None
         self.callbacks = [self.registry.build("callback", c, "callbacks") for c in cfg.callbacks]
+        self.check_phases()
         self.dir.prepare(resume, overwrite, config_mod.to_yaml(cfg))
 
         self.global_step = self.phase_index = self.phase_step = 0
         self.phase: Phase | None = None
         self.stepper: TrainStep | None = None
         self._resume_state: dict[str, Any] | None = None
+        self._balance_checked: set[str] = set()
         if resume:
-            if agreed < 0:
-                raise UserError(f"{self.ckpt.folder}: no checkpoint to resume from; start "
-                                f"without --resume")
-            self._resume_state = s = load_checkpoint(self.ckpt.path(agreed))
+            s = self.dir.resume_state
+            self.dir.resume_state = None
+            if s is None:  # not rank 0: the checkpoint rank 0 chose
+                s = load_checkpoint(self.ckpt.path(agreed))
+            self._resume_state = s
             self.global_step, self.phase_step = int(s["global_step"]), int(s["phase_step"])
             self.phase_index = int(s["phase_index"])
             self.dir.drop_logs_after(self.global_step)
+
+    def check_phases(self) -> None:
+        """Build every phase that will train once and throw it away, so a mistake in a later
+        phase (a bad tap, an unknown discriminator) stops the run before the first step
+        instead of after the earlier phases trained. The RNG states are put back: what
+        training draws is unchanged. Also refuses phase names that would write outside the
+        run directory (configs built without :func:`plfw.config.build_config`)."""
+        cuda = self.rt.device.type == "cuda"
+        devices = [torch.cuda.current_device() if self.rt.device.index is None
+                   else self.rt.device.index] if cuda else []
+        py_state = random.getstate()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                for index, (name, ps) in enumerate(self.cfg.phases.items()):
+                    config_mod.check_phase_name(name)
+                    self.dir.output_path("models", f"{name}.pt")
+                    if ps.steps <= 0:
+                        continue
+                    torch.manual_seed(self.cfg.seed * 1009 + index)
+                    build_phase(name, ps, self.generator, self.rt, self.output_range,
+                                self.train_spec.get("crop"), self.cfg.scale, self.registry)
+        finally:
+            random.setstate(py_state)
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> dict[str, Any]:
@@ -174,6 +200,9 @@ class Trainer:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()
                                      if k.startswith("loss")}, refresh=False)
                     self.dir.log({"phase": name, "step": self.global_step, **means})
+                    if n <= t.log_every and name not in self._balance_checked:
+                        self._balance_checked.add(name)  # the phase's first logged step
+                        self._check_balance(name, step.phase.weights, means)
                     self._event("on_step_end", step=self.global_step, logs=means)
                     sums, pulls, count, started = {}, {}, 0, time.perf_counter()
                 if out_of_time:
@@ -192,8 +221,52 @@ class Trainer:
         finally:
             bar.close()
             self._event("on_train_end")
+        self._check_finite(f"end of phase {name}, no model exported")  # every rank: DDP
         if self.rt.is_main:
             self.export_generator(name)
+
+    #: a weighted loss term this many times larger or smaller than another is reported
+    BALANCE_RATIO = 1e4
+
+    def _check_balance(self, phase: str, weights: dict[str, float],
+                       logs: dict[str, float]) -> float | None:
+        """Warn once (one line, and a ``balance_warning`` record in metrics.jsonl) when one
+        weighted loss term pulls more than BALANCE_RATIO times harder than another: by the
+        norm of its gradient with respect to the SR image (``grad_sr_<term>``) where the step
+        measured it, else by its weighted value. Returns the ratio (None: fewer than two
+        terms)."""
+        by = "grad_sr"
+        sizes = {k: abs(logs[f"grad_sr_{k}"]) for k in weights if f"grad_sr_{k}" in logs}
+        if len(sizes) < 2:
+            by = "weighted loss"
+            sizes = {k: abs(w * logs[f"loss_{k}"]) for k, w in weights.items()
+                     if f"loss_{k}" in logs}
+        sizes = {k: v for k, v in sizes.items() if math.isfinite(v) and v > 0}
+        if len(sizes) < 2:
+            return None
+        big, small = max(sizes, key=sizes.__getitem__), min(sizes, key=sizes.__getitem__)
+        ratio = sizes[big] / sizes[small]
+        if ratio > self.BALANCE_RATIO and self.rt.is_main:
+            message = (f"phase {phase}: loss term '{big}' pulls {ratio:.3g} times harder than "
+                       f"'{small}' ({by}: " + ", ".join(f"{k} {v:.3g}" for k, v in sizes.items())
+                       + "); check their weights (and a perceptual loss's feature_scale)")
+            tqdm.write(f"plfw: warning: {message}", file=sys.stderr)
+            self.dir.log({"phase": phase, "step": self.global_step, "balance_warning": message,
+                          "balance_ratio": ratio, "balance_by": by, "balance_terms": sizes})
+        return ratio
+
+    def _check_finite(self, what: str) -> None:
+        """Stop as diverged when the generator's weights went non-finite: nothing trains from
+        there (every later step is skipped), and no model or checkpoint is written from it."""
+        tensors = [v for v in self.generator.state_dict().values() if v.is_floating_point()]
+        if bool(torch.stack([v.isfinite().all() for v in tensors]).all()):
+            return
+        latest = self.ckpt.latest()
+        raise TrainingDiverged(
+            f"training diverged: the generator's weights are non-finite at step "
+            f"{self.global_step} ({what}); the last good checkpoint is "
+            f"{latest or 'none (none was saved yet)'}; lower the learning rate or set "
+            f"train.grad_clip")
 
     def _start_phase(self, name: str, ps: PhaseSettings, resuming: bool) -> tuple[TrainStep, Any]:
         """Build the phase (restored when resuming), wrap it for DDP, open the batch stream,
@@ -304,20 +377,17 @@ class Trainer:
         return int(s.get("bad_steps", 0))
 
     def save_checkpoint(self) -> Path | None:
-        """Save unless the weights went non-finite: the latest checkpoint stays a good one."""
+        """Save, or stop as diverged when the weights went non-finite: the latest checkpoint
+        stays a good one."""
+        self._check_finite("no checkpoint written")  # every rank: they agree
         if not self.rt.is_main:
-            return None
-        tensors = [v for v in self.generator.state_dict().values() if v.is_floating_point()]
-        if not bool(torch.stack([v.isfinite().all() for v in tensors]).all()):
-            tqdm.write(f"plfw: step {self.global_step}: non-finite generator state, "
-                       "checkpoint not written", file=sys.stderr)
             return None
         return self.ckpt.save(self.state(), self.global_step)
 
     def export_generator(self, phase: str) -> Path:
         """models/<phase>.pt: the generator (EMA when on) with the spec to rebuild it."""
         module = self.ema if self.ema is not None else unwrap(self.generator)
-        path = self.run_dir / "models" / f"{phase}.pt"
+        path = self.dir.output_path("models", f"{phase}.pt")
         atomic_torch_save({"format": GENERATOR_FORMAT,
                            "generator": generator_spec(self.registry, self.cfg),
                            "state_dict": module.state_dict(), "phase": phase,
@@ -342,7 +412,7 @@ class Trainer:
         self._event("on_validation_end", step=self.global_step, metrics=metrics)
         crop_grid({"bicubic": bicubic(self.cfg.scale), phase: self.sr_method()},
                   self.val_pairs[: self.cfg.train.sample_images], self.cfg.scale,
-                  self.run_dir / "samples" / f"{phase}_step{self.global_step:08d}.png")
+                  self.dir.output_path("samples", f"{phase}_step{self.global_step:08d}.png"))
         return metrics
 
     def score_curve(self) -> None:
@@ -369,7 +439,7 @@ class Trainer:
             return {}
         methods: dict[str, Method] = {"bicubic": bicubic(self.cfg.scale)}
         for name, ps in self.cfg.phases.items():
-            path = self.run_dir / "models" / f"{name}.pt"
+            path = self.dir.output_path("models", f"{name}.pt")
             if ps.steps > 0 and path.is_file():
                 module, out_range = load_generator(path)
                 methods[name] = runner(module.to(self.rt.device), out_range, self.rt)

@@ -48,7 +48,7 @@ def test_two_networks_feel_alike_after_matching() -> None:
         {"name": "perceptual", "network": {"name": "vgg19", "weights": "none"},
          "layers": {"relu2_2": 1.0}, "feature_scale": "auto"},
         {"name": "perceptual", "network": {"name": "efficientnet_lite0", "weights": "pretrained"},
-         "layers": {"3": 1.0}},
+         "layers": {"3": 1.0}, "feature_scale": 1.0},
         {"name": "mse"},
     ]
     raw, after = [], []

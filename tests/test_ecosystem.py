@@ -203,6 +203,25 @@ def test_unknown_weights_name_what_was_tried(tmp_path: Path) -> None:
         load_generator(path)
 
 
+@pytest.mark.parametrize("arch", ["rrdbnet", "msrresnet"])
+@pytest.mark.parametrize("damage", ["1-D", "zero-size"])
+def test_damaged_rrdb_and_msrresnet_tensors_are_one_line_errors(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], arch: str, damage: str) -> None:
+    """Issue 36: their keys with a 1-D or an empty tensor where a convolution weight belongs
+    (the spec is read from those shapes) were an IndexError traceback or a huge network."""
+    state = basicsr_rrdbnet_state() if arch == "rrdbnet" else basicsr_msrresnet_state()
+    state["conv_first.weight"] = torch.zeros(8) if damage == "1-D" else torch.zeros(8, 3, 0, 3)
+    path = tmp_path / f"{arch}.pth"
+    torch.save(state, path)
+    with pytest.raises(UserError) as err:
+        load_generator(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and "conv_first.weight" in message
+    assert main(["eval", "--model", str(path), "--hr", str(make_images(tmp_path / "hr", 1)),
+                 "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_spandrel_architecture_works_in_upscale_and_eval(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _spandrel()

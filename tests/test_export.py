@@ -4,12 +4,15 @@ loads back without a config; never over an existing file."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import plfw
+from plfw.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from plfw.checkpoint import atomic_torch_save
 from plfw.cli import main
 from plfw.export import bicubic_upscale_conv
@@ -115,3 +118,145 @@ def test_export_never_overwrites_without_the_flag(tmp_path: Path,
 def test_graph_friendly_bicubic_is_matlab_imresize(scale: int) -> None:
     x = torch.rand(2, 3, 5, 7, dtype=torch.float64)
     assert torch.allclose(bicubic_upscale_conv(x, scale), imresize(x, scale=scale), atol=1e-12)
+
+
+# ------------------------------------------- files that ask for a huge network (issue 36)
+
+#: Runs plfw commands in a fresh process after a real model has been loaded once (the
+#: baseline) and reports how far the peak resident memory grew over the attack files.
+ATTACK_RUNNER = """
+import contextlib, io, json, resource, sys
+from plfw.cli import main
+from plfw.generators import open_generator
+open_generator("srresnet")
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # MiB (Linux: KiB)
+base, results = peak(), []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    results.append([code, err.getvalue()])
+print(json.dumps({"grew_mib": peak() - base, "results": results}))
+"""
+
+
+def _plfw_safetensors(path: Path, spec: dict, tensors: dict) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata={"format": GENERATOR_FORMAT,
+                                            "generator": json.dumps(spec)})
+    return path
+
+
+def _one(*shape: int) -> torch.Tensor:
+    """One stored value that claims ``shape`` (stride 0): a few bytes in a .pt file."""
+    return torch.zeros(1).expand(*shape)
+
+
+def _attack_files(tmp_path: Path) -> dict[str, Path]:
+    files = {
+        # a plfw safetensors file whose spec asks for 100000 channels (~4 TB of weights)
+        "channels": _plfw_safetensors(tmp_path / "channels.safetensors",
+                                      {"name": "srresnet", "channels": 100000, "blocks": 1},
+                                      {"head.0.weight": torch.zeros(1)}),
+        # ... or for a million residual blocks (~300 GB with the default 64 channels)
+        "blocks": _plfw_safetensors(tmp_path / "blocks.safetensors",
+                                    {"name": "srresnet", "blocks": 10**6},
+                                    {"head.0.weight": torch.zeros(1)}),
+    }
+    # an RRDB state dict whose zero-element tensors have the shapes of 100000 features
+    empty = {"conv_first.weight": torch.zeros(100000, 3, 0, 0),
+             "body.0.rdb1.conv1.weight": torch.zeros(32, 100000, 0, 0),
+             "conv_body.weight": torch.zeros(100000, 100000, 0, 0),
+             "conv_up1.weight": torch.zeros(0, 0, 0, 0), "conv_up2.weight": torch.zeros(0, 0, 0, 0),
+             "conv_last.weight": torch.zeros(3, 100000, 0, 0)}
+    torch.save(empty, files.setdefault("rrdb_empty", tmp_path / "rrdb_empty.pth"))
+    # the same with one stored value per tensor, expanded to the full shapes (stride 0)
+    strided = {"conv_first.weight": _one(100000, 3, 3, 3),
+               "body.0.rdb1.conv1.weight": _one(32, 100000, 3, 3),
+               "conv_body.weight": _one(100000, 100000, 3, 3),
+               "conv_up1.weight": _one(100000, 100000, 3, 3),
+               "conv_up2.weight": _one(100000, 100000, 3, 3),
+               "conv_last.weight": _one(3, 100000, 3, 3)}
+    torch.save(strided, files.setdefault("rrdb_strided", tmp_path / "rrdb_strided.pth"))
+    # an exported generator whose every tensor has exactly the shape its spec needs (20000
+    # channels, ~160 GB), each one stored value
+    spec = {"name": "srresnet", "channels": 20000, "blocks": 1, "scale": 4}
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in plfw.build("generator", spec).state_dict().items()}
+    state = {k: _one(*shape) if len(shape) else torch.zeros((), dtype=torch.long)
+             for k, shape in shapes.items()}
+    atomic_torch_save({"format": GENERATOR_FORMAT, "generator": spec, "state_dict": state},
+                      files.setdefault("export_strided", tmp_path / "export_strided.pt"))
+    return files
+
+
+def test_a_tiny_file_asking_for_a_huge_network_is_refused_before_allocating(
+        tmp_path: Path) -> None:
+    files = _attack_files(tmp_path)
+    sizes = {name: f.stat().st_size for name, f in files.items()}
+    assert sizes["channels"] < 500 and sizes["blocks"] < 500 and max(sizes.values()) < 16384
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    torch.manual_seed(0)
+    from plfw.images import save_image
+
+    save_image(torch.rand(3, 16, 16), hr / "a.png")
+    config = tmp_path / "init.yaml"
+    config.write_text(json.dumps({
+        "generator": {"name": "srresnet", "blocks": 1, "channels": 8}, "run_dir": str(
+            tmp_path / "run"),
+        "data": {"train": {"name": "hr_folder", "root": str(hr), "crop": 8}, "batch_size": 1},
+        "phases": {"srresnet": {"steps": 1, "init": str(files["blocks"])}},
+        "train": {"device": "cpu", "precision": "fp32"}}))
+    out = str(tmp_path / "out")
+    commands = [
+        ["export", str(files["channels"]), "--format", "safetensors", "--out", out + ".st"],
+        ["upscale", str(hr), "--model", str(files["blocks"]), "--out", out, "--quiet",
+         "--device", "cpu"],
+        ["eval", "--model", str(files["rrdb_empty"]), "--hr", str(hr), "--device", "cpu"],
+        ["eval", "--model", str(files["rrdb_strided"]), "--hr", str(hr), "--device", "cpu"],
+        ["export", str(files["export_strided"]), "--format", "onnx", "--out", out + ".onnx"],
+        ["train", str(config), "--quiet"],  # init= of a phase
+    ]
+    done = subprocess.run([sys.executable, "-c", ATTACK_RUNNER, json.dumps(commands)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for argv, (code, err) in zip(commands, report["results"], strict=True):
+        assert code == 2, (argv, err)
+        assert err.count("\n") == 1 and err.startswith("plfw: error: "), (argv, err)
+        assert "refused before allocating" in err or "has no elements" in err, (argv, err)
+    assert report["grew_mib"] < 200, report
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run" / "models").exists()
+
+
+def test_damaged_plfw_files_are_one_line_errors(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    module = plfw.build("generator", {"name": "srresnet", "blocks": 1, "channels": 8})
+    spec = {"name": "srresnet", "blocks": 1, "channels": 8}
+    cases = {
+        "no_weights.pt": ({"format": GENERATOR_FORMAT, "generator": spec}, "'state_dict'"),
+        "no_spec.pt": ({"format": GENERATOR_FORMAT, "state_dict": module.state_dict()},
+                       "'generator'"),
+        "no_config.pt": ({"format": CHECKPOINT_FORMAT, "generator": module.state_dict()},
+                         "'config'"),
+        "no_generator.pt": ({"format": CHECKPOINT_FORMAT, "config": {"scale": 4}},
+                            "'generator'"),
+        "bad_weights.pt": ({"format": GENERATOR_FORMAT, "generator": spec, "state_dict": 5},
+                           "'state_dict'"),
+        "missing_keys.pt": ({"format": GENERATOR_FORMAT, "generator": spec, "state_dict": {
+            k: v for k, v in module.state_dict().items() if not k.startswith("tail")}},
+            "missing (e.g. tail.weight"),
+    }
+    for name, (content, expected) in cases.items():
+        torch.save(content, tmp_path / name)
+        assert main(["export", str(tmp_path / name), "--format", "safetensors",
+                     "--out", str(tmp_path / "o.safetensors")]) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, (name, err)
+    spec_text = _plfw_safetensors(tmp_path / "spec5.safetensors", 5,  # type: ignore[arg-type]
+                                  {"head.0.weight": torch.zeros(1)})
+    assert main(["export", str(spec_text), "--format", "safetensors"]) == 2
+    assert "not a mapping with a name" in capsys.readouterr().err

@@ -166,18 +166,31 @@ def test_feature_scale_scales_mse_by_its_square_and_l1_linearly() -> None:
     sr = blurred(hr)
     for criterion, power in (("mse", 2), ("l1", 1)):
         torch.manual_seed(0)
-        one = perceptual(criterion=criterion)(sr, hr).item()
+        one = perceptual(criterion=criterion, feature_scale=1.0)(sr, hr).item()
         torch.manual_seed(0)
         paper = perceptual(criterion=criterion, feature_scale=1 / 12.75)(sr, hr).item()
+        torch.manual_seed(0)
+        default = perceptual(criterion=criterion)(sr, hr).item()
         assert one > 0
         assert paper == pytest.approx(one / 12.75**power, rel=1e-4)
+        assert default == paper  # the paper's 1/12.75 by default (issue 36; it was 1.0)
+
+
+def test_the_perceptual_defaults_are_the_papers_vgg54() -> None:
+    from plfw_builtins.losses import PerceptualParams
+
+    p = PerceptualParams()
+    assert (p.network, p.layers, p.criterion, p.feature_scale) == ("vgg19", None, "mse",
+                                                                   1 / 12.75)
+    assert plfw.build("loss", {"name": "perceptual", "network": RANDOM_VGG}).layers == {
+        "relu5_4": 1.0}
 
 
 def test_layer_weights_add_up() -> None:
     hr = images()
     sr = blurred(hr)
     torch.manual_seed(0)
-    both = perceptual(layers={"relu1_2": 2.0, "relu2_2": 0.5})(sr, hr).item()
+    both = perceptual(layers={"relu1_2": 2.0, "relu2_2": 0.5}, feature_scale=1.0)(sr, hr).item()
     torch.manual_seed(0)
     net = perceptual(layers={"relu1_2": 1.0, "relu2_2": 1.0}).network
     feats = {k: [net(net.input_spec.convert(x))[k] for x in (sr, hr)] for k in net.taps}

@@ -10,8 +10,10 @@ mount one, on a real size-limited tmpfs.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,13 +27,14 @@ import torch
 from helpers import fill_disk, tiny_config
 from PIL import Image
 
+from plfw.ablation import load_ablation
 from plfw.checkpoint import CheckpointDir, atomic_write_bytes
 from plfw.cli import main
-from plfw.config import load_config
+from plfw.config import load_config, to_yaml
 from plfw.errors import DiskFull, UserError
 from plfw.export import export_generator
 from plfw.locks import LOCK_FILE, FolderBusy, FolderLock
-from plfw.rundir import LOG, RunDir
+from plfw.rundir import CURVE, LOG, RunDir
 from plfw.runtime import make_runtime, unwrap
 from plfw.step import build_step
 
@@ -271,3 +274,117 @@ def test_a_step_skipped_as_non_finite_changes_no_tensor(tmp_path: Path) -> None:
     assert counts and all(int(moved[k]) == int(before[k]) + 1 for k in counts
                           if k.startswith("g."))
     assert all(int(moved[k]) > int(before[k]) for k in counts)
+
+
+# --- a power loss: torn logs and checkpoints (issue 36) -------------------------------------
+
+
+def _steps(run: Path, name: str = LOG) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / name).read_text().splitlines()
+            if "loss" in json.loads(line) or "set" in json.loads(line)]
+
+
+def test_a_torn_last_log_line_is_dropped_on_resume(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A power loss in the middle of a metrics.jsonl / curve.jsonl line used to make every
+    `plfw resume` fail with a JSONDecodeError; the line is dropped with one warning naming the
+    file and the log reads as one uninterrupted run."""
+    cfg = tiny_config(tmp_path, gan=False)
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--quiet", "phases.srresnet.steps=2"]) == 0
+    with open(run / LOG, "a") as fh:
+        fh.write('{"time": 1.0, "phase": "srresnet", "step": 3, "loss_pix')
+    (run / CURVE).write_text('{"step": 1, "set": "a", "scores": {}}\n{"step": 2, "se')
+    capsys.readouterr()
+    assert main(["resume", str(run), "--quiet", "phases.srresnet.steps=3"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [f"plfw: warning: {run / LOG}: dropped 1 unreadable line (cut short by "
+                        f"a power loss or a full disk?)",
+                        f"plfw: warning: {run / CURVE}: dropped 1 unreadable line (cut short "
+                        f"by a power loss or a full disk?)"]
+    assert _steps(run) == [1, 2, 3] and _steps(run, CURVE) == [1]
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The newest checkpoint cut in half (a real truncated file): resume warns in one line,
+    sets it aside and continues from the one before (keep_last: 2), ending on the weights of an
+    uninterrupted run. With no earlier checkpoint it is one error line, not a traceback."""
+    ref = tiny_config(tmp_path / "ref", gan=False)
+    assert main(["train", str(ref), "--quiet", "phases.srresnet.steps=4"]) == 0
+    cfg = tiny_config(tmp_path / "cut", gan=False)
+    run = tmp_path / "cut" / "run"
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    ckpts = CheckpointDir(run / "checkpoints")
+    latest = ckpts.latest()
+    assert latest == ckpts.path(3) and ckpts.steps() == [2, 3]
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    capsys.readouterr()
+    assert main(["resume", str(run), "--quiet", "phases.srresnet.steps=4"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(err) == 1 and err[0].startswith(f"plfw: warning: {latest}: not a readable "
+                                               f"checkpoint")
+    assert err[0].endswith("set aside as step_00000003.pt.unreadable, resuming from "
+                           "step_00000002.pt")
+    assert (run / "checkpoints" / "step_00000003.pt.unreadable").is_file()
+    assert ckpts.steps() == [3, 4] and _steps(run) == [1, 2, 3, 4]
+    a, b = _weights(tmp_path / "ref" / "run", "srresnet"), _weights(run, "srresnet")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # keep_last: 1 and its only checkpoint torn: one line, exit 2
+    one = tiny_config(tmp_path / "one", gan=False)
+    assert main(["train", str(one), "--quiet", "train.keep_last=1"]) == 0
+    only = CheckpointDir(tmp_path / "one" / "run" / "checkpoints").latest()
+    only.write_bytes(only.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["resume", str(tmp_path / "one" / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "no earlier checkpoint is left" in err[0]
+    assert err[1].startswith("plfw: error: ") and "no checkpoint to resume from" in err[1]
+
+
+# --- an existing folder is never taken over (issue 36) --------------------------------------
+
+
+def test_an_ablation_job_restarts_its_own_folder_and_leaves_others_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`plfw ablate` starts a job over only in its own folder (a job killed before its first
+    checkpoint: its config.yaml, a stale log); a user's folder at the job's path (own files, or
+    another run with checkpoints) is refused in one line and left exactly as it was."""
+    tiny_config(tmp_path)
+    (tmp_path / "grid.yaml").write_text(
+        "base: tiny.yaml\noverrides: [phases.srresnet.steps=1, phases.srgan=null, "
+        "train.threads=1]\nseeds: [0]\nruns: {mse: []}\n")
+    args = ["ablate", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "out"),
+            "--no-report", "--quiet"]
+    job = load_ablation(tmp_path / "grid.yaml", tmp_path / "out").jobs[0]
+    # killed before its first checkpoint: what the Trainer had written by then
+    RunDir(job.run_dir, 1).prepare(False, False, to_yaml(job.config))
+    (job.run_dir / LOG).write_text('{"step": 7, "loss": 9.0}\n')
+    (job.run_dir / "notes.txt").write_text("mine")  # a file of the user's, kept
+    assert main(args) == 0
+    assert _steps(job.run_dir) == [1] and (job.run_dir / "notes.txt").read_text() == "mine"
+    assert (job.run_dir / "models" / "srresnet.pt").is_file()
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    shutil.rmtree(tmp_path / "out")
+    user = job.run_dir / "models" / "srresnet.pt"
+    user.parent.mkdir(parents=True)
+    user.write_bytes(b"a model of the user's")
+    before = files(tmp_path / "out")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{job.run_dir} is not empty (it holds models/)" in err
+    assert files(tmp_path / "out") == before  # (the lock plfw took is gone again)
+
+    shutil.rmtree(tmp_path / "out")  # another run, with checkpoints, where the job would go
+    assert main(["train", str(tmp_path / "tiny.yaml"), "--quiet", "seed=11",
+                 "phases.srgan=null", f"run_dir={job.run_dir}"]) == 0
+    before = files(tmp_path / "out")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{job.run_dir} holds a run that is not this ablation job's" in err
+    assert files(tmp_path / "out") == before

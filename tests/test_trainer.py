@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from helpers import tiny_config
 from plfw.checkpoint import CheckpointDir, load_checkpoint
 from plfw.config import load_config
 from plfw.errors import UserError
+from plfw.rundir import RunDir
 from plfw.sampling import StepBatches
 from plfw.trainer import Trainer, TrainingDiverged
 
@@ -167,3 +169,100 @@ def test_validation_and_summary_use_the_configured_metrics(tmp_path: Path) -> No
     val = [r for r in records if any(k.startswith("val_") for k in r)]
     assert val and all("val_ssim_y" not in r for r in val)
     assert "SSIM" not in (Path(cfg.run_dir) / "summary.md").read_text()
+
+
+# ------------------------------------------------------------------ issue 36
+
+
+def test_a_phase_name_is_checked_again_where_files_are_written(tmp_path: Path) -> None:
+    """A Config built in code (not through build_config) with a phase named '../x' is refused
+    by the Trainer before anything is written; RunDir.output_path refuses any name that would
+    land outside its folder."""
+    cfg = load_config(tiny_config(tmp_path, gan=False))
+    for bad in ("../x", str(tmp_path / "victim")):
+        cfg.phases = {bad: next(iter(cfg.phases.values()))}
+        with pytest.raises(UserError, match="is not allowed"):
+            Trainer(cfg, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml", "train", "val"]
+    run = RunDir(tmp_path / "run", 2)
+    assert run.output_path("models", "srgan.pt") == tmp_path / "run" / "models" / "srgan.pt"
+    for bad in ("../x.pt", "/abs/victim.pt", "..", "a/b.pt", "", "x\0.pt"):
+        with pytest.raises(UserError, match="outside"):
+            run.output_path("models", bad)
+
+
+def test_a_folder_holding_anything_is_not_overwritten(tmp_path: Path) -> None:
+    """Only an empty or new folder starts a run without --resume / --overwrite: a finished run
+    whose checkpoints/ was deleted, plfw's files of any kind, or a user's own file are refused,
+    naming the folder; nothing in it changes. --overwrite still replaces the run."""
+    path = tiny_config(tmp_path, gan=False)
+    run = tmp_path / "run"
+    Trainer(load_config(path), progress=False).fit()
+    shutil.rmtree(run / "checkpoints")  # deleted to save space
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match=f"{run} is not empty .*models/.*--overwrite"):
+        Trainer(load_config(path), progress=False)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    for name in ("config.yaml", "metrics.jsonl", "curve.jsonl", "summary.md", "samples/a.png",
+                 "notes.txt"):
+        folder = tmp_path / "holds" / name.replace("/", "_")
+        (folder / name).parent.mkdir(parents=True)
+        (folder / name).write_text("mine")
+        with pytest.raises(UserError, match=f"{folder} is not empty"):
+            Trainer(load_config(path, [f"run_dir={folder}"]), progress=False)
+        assert (folder / name).read_text() == "mine" and len(list(folder.rglob("*"))) == (
+            2 + (name == "samples/a.png"))  # the file and plfw's lock
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    Trainer(load_config(path, [f"run_dir={empty}", "phases.srresnet.steps=1"]),
+            progress=False).fit()
+    Trainer(load_config(path), overwrite=True, progress=False).fit()
+    assert CheckpointDir(run / "checkpoints").steps() == [2, 3]
+
+
+def test_a_bad_later_phase_fails_before_the_first_step(tmp_path: Path) -> None:
+    """A bad tap in the GAN phase used to be reported after the SRResNet phase had trained;
+    every phase is built once before training, so nothing is trained or written."""
+    cfg = load_config(tiny_config(tmp_path), ["phases.srgan.losses.content.layers={relu9_9: 1.0}"])
+    with pytest.raises(UserError, match="unknown tap 'relu9_9'"):
+        Trainer(cfg, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_building_every_phase_up_front_changes_no_random_draw(tmp_path: Path) -> None:
+    """The up-front build (discriminator init, random loss networks) runs on forked RNGs."""
+    trainer = Trainer(load_config(tiny_config(tmp_path)), progress=False)
+    torch_state, py_state = torch.get_rng_state(), random.getstate()
+    trainer.check_phases()
+    assert torch.equal(torch.get_rng_state(), torch_state) and random.getstate() == py_state
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_unbalanced_loss_terms_warn_once_at_the_first_logged_step(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A content term pulling ~1e6 times harder on the SR image than the adversarial one (the
+    old feature_scale 1.0 with Caffe VGG: 5e4 against 0.01) gets one warning line, and one
+    balance_warning record, by grad_sr; balanced terms get none."""
+    path = tiny_config(tmp_path)
+    cfg = load_config(path, ["phases.srgan.losses.content.weight=1e9"])
+    trainer = Trainer(cfg, progress=False)
+    trainer.fit()
+    err = [line for line in capsys.readouterr().err.splitlines() if "pulls" in line]
+    assert len(err) == 1 and err[0].startswith("plfw: warning: phase srgan: loss term "
+                                               "'content' pulls ")
+    assert "'adversarial' (grad_sr: content " in err[0]
+    warned = [r for r in _records(Path(cfg.run_dir)) if "balance_warning" in r]
+    assert len(warned) == 1 and warned[0]["phase"] == "srgan" and warned[0]["step"] == 4
+    assert warned[0]["balance_by"] == "grad_sr" and warned[0]["balance_ratio"] > 1e4
+    assert set(warned[0]["balance_terms"]) == {"content", "adversarial"}
+    # a step that did not measure grad_sr (a phase shorter than log_every): weighted values
+    ratio = trainer._check_balance("x", {"a": 1.0, "b": 2.0}, {"loss_a": 1e5, "loss_b": 1e-2})
+    assert ratio == pytest.approx(5e6) and "(weighted loss: a 1e+05, b 0.02)" in (
+        capsys.readouterr().err)
+    assert trainer._check_balance("x", {"a": 1.0}, {"loss_a": 1e5, "grad_sr_a": 1.0}) is None
+    Trainer(load_config(path, ["run_dir=" + str(tmp_path / "ok")]), progress=False).fit()
+    assert not [r for r in _records(tmp_path / "ok") if "balance_warning" in r]
+    assert "pulls" not in capsys.readouterr().err

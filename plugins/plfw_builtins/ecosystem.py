@@ -202,12 +202,26 @@ def rrdb_keys_to_basicsr(state: State) -> State | None:
     return None
 
 
+def _conv_weight(state: State, key: str, arch: str) -> torch.Tensor:
+    """``state[key]``, which the architecture's names make a convolution weight: a 4-D tensor
+    with elements, or a one-line error (its shapes are what the spec is read from)."""
+    value = state[key]
+    if not isinstance(value, torch.Tensor) or value.dim() != 4 or value.numel() == 0:
+        shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise UserError(f"'{key}' has shape {shape}, but in an {arch} state dict it is a "
+                        f"convolution weight (4-D, not empty): the file is damaged")
+    return value
+
+
 def rrdbnet_from_state_dict(state: State) -> tuple[dict[str, Any], State] | None:
-    """(spec, state in BasicSR naming) for an RRDB state dict in any known naming, else None."""
+    """(spec, state in BasicSR naming) for an RRDB state dict in any known naming, else None.
+    Keys of this architecture with shapes no RRDB network has are a one-line UserError."""
     state = rrdb_keys_to_basicsr(state)  # type: ignore[assignment]
     if state is None or "conv_last.weight" not in state or "conv_body.weight" not in state:
         return None
-    first, last = state["conv_first.weight"], state["conv_last.weight"]
+    first, last = (_conv_weight(state, k, "RRDB") for k in ("conv_first.weight",
+                                                              "conv_last.weight"))
+    _conv_weight(state, "body.0.rdb1.conv1.weight", "RRDB")
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"body\.(\d+)\.rdb1\.", k))}
     stages = sum(1 for k in state if re.fullmatch(r"conv_up\d+\.weight", k))
     out_ch, folded = int(last.shape[0]), int(first.shape[1])
@@ -282,11 +296,14 @@ class MSRResNet(nn.Module):
 
 
 def msrresnet_from_state_dict(state: State) -> tuple[dict[str, Any], State] | None:
-    """(spec, state) for a BasicSR MSRResNet state dict, else None."""
+    """(spec, state) for a BasicSR MSRResNet state dict, else None (a one-line UserError for
+    its keys with shapes no MSRResNet has)."""
     need = ("conv_first.weight", "body.0.conv1.weight", "upconv1.weight", "conv_hr.weight",
             "conv_last.weight")
     if not all(k in state for k in need) or "conv_body.weight" in state:
         return None
+    for key in ("conv_first.weight", "upconv1.weight", "conv_last.weight"):
+        _conv_weight(state, key, "MSRResNet")
     feat = int(state["conv_first.weight"].shape[0])
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"body\.(\d+)\.conv1\.", k))}
     if "upconv2.weight" in state:

@@ -40,18 +40,24 @@ def _check_choice(where: str, value: str, choices: Any) -> None:
 
 
 DEFAULT_LAYERS = {"relu5_4": 1.0}
+#: SRGAN's rescaling of the VGG feature maps ("to obtain VGG losses of a scale that is
+#: comparable to the MSE loss"). The default was 1.0 before issue 36: with Caffe VGG19 and mse
+#: that made the content loss 12.75^2 = 163 times the paper's
+PAPER_FEATURE_SCALE = 1 / 12.75
 
 
 @dataclass
 class PerceptualParams:
-    """Feature-space loss; the paper's VGG54: layers {relu5_4: 1}, feature_scale 1/12.75."""
+    """Feature-space loss; the defaults are the paper's VGG54: Caffe VGG19 relu5_4, mse, /12.75."""
 
     network: Any = "vgg19"  # feature extractor name or {name: ..., params except taps}
     # tap -> weight; None stands for DEFAULT_LAYERS (a non-empty dict default would be merged
     # with, not replaced by, the user's mapping when the params are validated)
     layers: dict[str, float] | None = None
     criterion: str = "mse"  # mse | l1
-    feature_scale: Any = 1.0  # multiplies every feature map (paper: 0.0784313725), or "auto"
+    # multiplies every feature map: the paper's 1/12.75 (for its network, Caffe VGG19, the
+    # default), "auto" (calibrated per tap on the first HR batch) or any positive number
+    feature_scale: Any = PAPER_FEATURE_SCALE
 
 
 class PerceptualLoss(nn.Module):
