@@ -57,6 +57,16 @@ def _terminate(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt  # so the elapsed time is saved on `kill` as on Ctrl-C
 
 
+def _wrote_config(run_dir: Path, resolved: dict[str, Any]) -> bool:
+    """Whether ``run_dir/config.yaml`` is this job's (what it learns), i.e. the folder is the
+    job's own, left by a run killed before it wrote ablate.json."""
+    path = run_dir / "config.yaml"
+    try:
+        return path.is_file() and _learned(config_mod.read_yaml(path)) == _learned(resolved)
+    except UserError:
+        return False
+
+
 def train_job(ab: Ablation, job: Job, log: Any = print, progress: bool = False) -> str:
     """Train one job unless it finished; resume it when it has a checkpoint.
 
@@ -74,6 +84,14 @@ def train_job(ab: Ablation, job: Job, log: Any = print, progress: bool = False) 
         log(f"plfw ablate: {job.label}: finished earlier, skipped")
         return "skipped"
     resume = CheckpointDir(run_dir / "checkpoints", cfg.train.keep_last).latest() is not None
+    # Only this job's own folder (its ablate.json, or the config.yaml it wrote before a kill)
+    # is resumed or started over; a folder holding anything else is left to the Trainer, which
+    # refuses it unless it is empty: an ablation never replaces a user's files.
+    ours = bool(state) or _wrote_config(run_dir, resolved)
+    if resume and not ours:
+        raise UserError(f"{run_dir} holds a run that is not this ablation job's (no "
+                        f"{STATE_FILE}, a different config.yaml); move it away or choose "
+                        f"another --out")
     if not resume:
         state = {}
     state.update(overrides=job_overrides(ab, job.run, job.point), config=resolved,
@@ -82,13 +100,14 @@ def train_job(ab: Ablation, job: Job, log: Any = print, progress: bool = False) 
     state.setdefault("train_seconds", 0.0)
     state.setdefault("code", []).append(_code_version())  # one entry per invocation
     log(f"plfw ablate: {job.label}: {'resuming' if resume else 'training'} in {run_dir}")
-    started = time.perf_counter()
+    started, trainer = time.perf_counter(), None
     try:
-        Trainer(cfg, resume=resume, overwrite=not resume, progress=progress).fit()
+        trainer = Trainer(cfg, resume=resume, overwrite=not resume and ours, progress=progress)
+        trainer.fit()
         state["finished"] = True
     finally:
         state["train_seconds"] += time.perf_counter() - started
-        if run_dir.is_dir():
+        if trainer is not None and run_dir.is_dir():  # a folder the Trainer refused stays
             atomic_write_bytes(run_dir / STATE_FILE, json.dumps(state, indent=2).encode())
     return "resumed" if resume else "trained"
 

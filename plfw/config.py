@@ -8,6 +8,8 @@ own params dataclass, so omegaconf's struct mode never blocks a plugin's keys.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,8 +201,20 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """Set ``a.b.c=value`` in nested mappings (list items by index: ``metrics.0=psnr_y``)."""
+    """Set ``a.b.c=value`` in nested mappings (list items by index: ``metrics.0=psnr_y``).
+
+    A dotted key reaches into an existing phase only (``phases.srresnet.steps=2``): a typo in
+    the phase's name would otherwise add a phase with default settings. A new phase is set
+    whole (``phases.finetune={steps: 100, lr: 1e-5}``), a phase is removed with
+    ``phases.NAME=null``."""
     parts, value = _parse_override(item)
+    if len(parts) > 2 and parts[0] == "phases":
+        phases = data.get("phases")
+        known = [k for k, v in phases.items() if v is not None] if isinstance(phases, dict) else []
+        if parts[1] not in known:
+            raise UserError(f"override '{item}': the config has no phase '{parts[1]}'"
+                            f"{suggest(parts[1], [str(k) for k in known])}; a new phase is set "
+                            f"whole: phases.{parts[1]}={{steps: ..., ...}}")
     node: Any = data
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
@@ -282,6 +296,45 @@ def parse_typed(data: dict[str, Any], schema: type[T], what: str = "config") -> 
     return _plain(obj)
 
 
+#: What a phase may be called: it names files (models/<phase>.pt, samples/<phase>_stepN.png), so
+#: nothing that could reach outside the run directory (no separators, no leading dot).
+PHASE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+
+
+def check_phase_name(name: Any) -> None:
+    """A one-line UserError unless ``name`` is a safe phase name (see PHASE_NAME)."""
+    if isinstance(name, str) and PHASE_NAME.fullmatch(name):
+        return
+    fixed = re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)).lstrip(".")[:100] or "phase"
+    raise UserError(f"phases: phase name {str(name)!r} is not allowed (it names files in the run "
+                    f"directory): use up to 100 letters, digits, '_', '.' and '-', not starting "
+                    f"with '.'; rename it, e.g. to {fixed!r}")
+
+
+def _check_number(where: str, value: float, low: float = 0.0, below: float = math.inf,
+                  what: str = "a finite number >= 0") -> None:
+    if not (math.isfinite(value) and low <= value < below):
+        raise UserError(f"{where}: expected {what}, got {value!r}")
+
+
+def check_settings(cfg: Config) -> None:
+    """Values the schema's types let through but training cannot use (one-line errors)."""
+    for name, ps in cfg.phases.items():
+        where = f"phases.{name}"
+        if ps.steps < 0:
+            raise UserError(f"{where}.steps: expected a number of steps >= 0 (0 skips the "
+                            f"phase), got {ps.steps}")
+        _check_number(f"{where}.lr", ps.lr)
+        if ps.d_lr is not None:
+            _check_number(f"{where}.d_lr", ps.d_lr)
+        _check_number(f"{where}.gamma", ps.gamma)
+        if any(m < 0 for m in ps.milestones):
+            raise UserError(f"{where}.milestones: expected phase steps >= 0, got "
+                            f"{ps.milestones}")
+    _check_number("train.ema", cfg.train.ema, below=1.0,
+                  what="a decay in [0, 1) (0 = off, e.g. 0.999)")
+
+
 def build_config(data: dict[str, Any], name: str = "") -> Config:
     """Validate a plain mapping against the schema and return a typed Config."""
     data = dict(data)
@@ -289,6 +342,8 @@ def build_config(data: dict[str, Any], name: str = "") -> Config:
     # A phase set to null in an override or a child config removes it.
     if isinstance(data.get("phases"), dict):
         data["phases"] = {k: v for k, v in data["phases"].items() if v is not None}
+        for phase in data["phases"]:
+            check_phase_name(phase)
     cfg = parse_typed(data, Config, "config")
     if not cfg.name:
         cfg.name = name or "run"
@@ -298,6 +353,7 @@ def build_config(data: dict[str, Any], name: str = "") -> Config:
         raise UserError("config defines no phases: add e.g. phases: {srresnet: {steps: 1000}}")
     if cfg.scale not in (2, 3, 4, 8):
         raise UserError(f"config: scale must be 2, 3, 4 or 8, got {cfg.scale}")
+    check_settings(cfg)
     for name, ps in cfg.phases.items():
         if ps.calibration_sr not in ("bicubic", "generator"):
             raise UserError(f"phases.{name}.calibration_sr: expected bicubic or generator, got "

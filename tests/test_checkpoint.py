@@ -60,3 +60,25 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path) -> 
         atomic_write_bytes(target, "not bytes")  # type: ignore[arg-type]
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+def test_resume_point_skips_a_truncated_latest_but_not_a_pickled_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cut-short newest checkpoint is set aside (one warning) and the one before is chosen;
+    one carrying pickled objects is still refused outright, never silently stepped over."""
+    from plfw.rundir import RunDir
+
+    run = RunDir(tmp_path, keep_last=3)
+    for step in (1, 2, 3):
+        run.ckpt.save({"w": torch.full((100,), float(step))}, step)
+    newest = run.ckpt.path(3)
+    newest.write_bytes(newest.read_bytes()[:-300])
+    assert run.newest_readable() == run.ckpt.path(2)
+    assert torch.equal(run.resume_state["w"], torch.full((100,), 2.0))
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"plfw: warning: {newest}: not a readable")
+    assert run.ckpt.steps() == [1, 2] and newest.with_name(newest.name + ".unreadable").is_file()
+    torch.save({"format": "plfw-checkpoint-1", "x": Payload()}, run.ckpt.path(4))
+    with pytest.raises(UserError, match="refused to load"):
+        run.newest_readable()
+    assert run.ckpt.steps() == [1, 2, 4]

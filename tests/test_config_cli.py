@@ -13,7 +13,8 @@ import torch
 import yaml
 
 from plfw import cli
-from plfw.config import load_config, to_dict
+from plfw.checkpoint import CheckpointDir
+from plfw.config import check_phase_name, load_config, to_dict
 from plfw.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +65,20 @@ CONFIG_ERRORS = [
     ("phases.pretrain.milestones.0=3", "phases.pretrain.milestones: expected a list"),
     ("phases=[1]", "phases: expected a mapping"),
     ("phases", "not of the form key=value"),
+    # issue 36: a phase-name typo no longer adds a phase; values training cannot use
+    ("phases.pretrian.steps=2", "override 'phases.pretrian.steps=2': the config has no phase "
+                                "'pretrian' (did you mean: pretrain?); a new phase is set whole: "
+                                "phases.pretrian={steps: ..., ...}"),
+    ("phases.pretrain.steps=-5", "phases.pretrain.steps: expected a number of steps >= 0"),
+    ("train.ema=1.5", "train.ema: expected a decay in [0, 1)"),
+    ("train.ema=-0.1", "train.ema: expected a decay in [0, 1)"),
+    ("phases.pretrain.gamma=.nan", "phases.pretrain.gamma: expected a finite number >= 0, "
+                                   "got nan"),
+    ("phases.pretrain.gamma=-0.5", "phases.pretrain.gamma: expected a finite number >= 0"),
+    ("phases.pretrain.lr=1e309", "phases.pretrain.lr: expected a finite number >= 0, got inf"),
+    ("phases.pretrain.lr=-1e-4", "phases.pretrain.lr: expected a finite number >= 0"),
+    ("phases.pretrain.d_lr=.inf", "phases.pretrain.d_lr: expected a finite number >= 0"),
+    ("phases.pretrain.milestones=[-1]", "phases.pretrain.milestones: expected phase steps >= 0"),
 ]
 
 PLUGIN_ERRORS = [
@@ -112,6 +127,45 @@ def test_resume_of_a_non_run_directory_is_a_one_line_error(tmp_path: Path) -> No
     assert_one_line_error(run_plfw("resume", str(tmp_path)), "not a plfw run directory")
 
 
+# ------------------------------------------------------------------ phase names (issue 36)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_phase_name_cannot_write_outside_the_run_directory(tmp_path: Path) -> None:
+    """A phase named '../x' or '/abs/victim' (in a config, or in the config.yaml of a run
+    handed over to be resumed) is refused in one line before anything is written; the victim
+    file stays as it was and nothing appears outside the run directory."""
+    victim = tmp_path / "victim.pt"
+    victim.write_bytes(b"precious")
+    phase = TINY["phases"]["pretrain"]
+    for bad in ("../x", "../../victim", str(tmp_path / "victim"), ".hidden", "a/b", ""):
+        data = {**TINY, "phases": {bad: phase}, "run_dir": str(tmp_path / "run" / "r")}
+        path = write(tmp_path / "bad.yaml", yaml.safe_dump(data))
+        before = _files(tmp_path)
+        proc = run_plfw("train", str(path), "--quiet")
+        assert_one_line_error(proc, f"phases: phase name {bad!r} is not allowed")
+        assert "rename it, e.g. to" in proc.stderr
+        assert _files(tmp_path) == before, bad
+    # a run directory whose config.yaml was edited to carry such a phase, then resumed
+    run = tmp_path / "handed"
+    ok = write(tmp_path / "ok.yaml", yaml.safe_dump({**TINY, "run_dir": str(run)}))
+    assert run_plfw("train", str(ok), "--quiet").returncode == 0
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("  pretrain:", f"  {tmp_path / 'victim'}:"))
+    before = _files(tmp_path)
+    proc = run_plfw("resume", str(run), "--quiet")
+    assert_one_line_error(proc, f"phase name {str(tmp_path / 'victim')!r} is not allowed")
+    assert _files(tmp_path) == before and victim.read_bytes() == b"precious"
+    with pytest.raises(UserError, match=r"phase name '\.\./x'"):
+        check_phase_name("../x")
+    for good in ("srresnet", "SRGAN-v2", "phase_1.5", "0"):
+        check_phase_name(good)
+
+
 # ------------------------------------------------------------------ help
 
 
@@ -146,7 +200,7 @@ def test_dotted_overrides_reach_every_level(tiny: Path) -> None:
         "phases.pretrain.lr=3.0e-4",
         "phases.pretrain.betas=[0.5, 0.9]",
         "phases.pretrain.losses.pixel.name=l1",
-        "phases.finetune.steps=1",  # a new phase, added after the existing one
+        "phases.finetune={steps: 1}",  # a new phase is set whole, added after the others
         "data.train.crop=48",
         "generator.channels=16",
         "metrics.0=ssim_y",
@@ -163,8 +217,32 @@ def test_dotted_overrides_reach_every_level(tiny: Path) -> None:
 
 
 def test_null_override_removes_a_phase(tiny: Path) -> None:
-    cfg = load_config(tiny, ["phases.finetune.steps=1", "phases.pretrain=null"])
+    cfg = load_config(tiny, ["phases.finetune={steps: 1}", "phases.pretrain=null"])
     assert list(cfg.phases) == ["finetune"]
+    with pytest.raises(UserError, match="no phase 'pretrain'"):  # removed: no dotted key
+        load_config(tiny, ["phases.pretrain=null", "phases.pretrain.steps=3"])
+
+
+def test_a_dotted_override_never_adds_a_phase(tiny: Path) -> None:
+    """A typo in a phase's name used to add a phase with default settings (and exit 0); a new
+    phase is set whole, and a whole mapping still needs the required keys."""
+    with pytest.raises(UserError, match=r"no phase 'pretrian' \(did you mean: pretrain\?\)"):
+        load_config(tiny, ["phases.pretrian.steps=2"])
+    with pytest.raises(UserError, match="missing required key.*phases.extra.steps"):
+        load_config(tiny, ["phases.extra={lr: 0.01}"])
+    cfg = load_config(tiny, ["phases.extra={steps: 2}", "phases.extra.lr=0.01"])
+    assert (cfg.phases["extra"].steps, cfg.phases["extra"].lr) == (2, 0.01)
+
+
+def test_a_diverging_run_exits_2_in_one_line(tiny: Path, tmp_path: Path) -> None:
+    """A learning rate that sends the weights to inf on the first update: no model is written
+    from them and the run stops with exit 2 (it exited 0 with NaN weights and PSNR nan)."""
+    run = tmp_path / "run"
+    proc = run_plfw("train", str(tiny), "phases.pretrain.lr=1e39", f"run_dir={run}", "--quiet")
+    assert_one_line_error(proc, "training diverged: the generator's weights are non-finite at "
+                                "step 1 (no checkpoint written)")
+    assert "the last good checkpoint is none" in proc.stderr
+    assert not (run / "models").exists() and CheckpointDir(run / "checkpoints").steps() == []
 
 
 def test_extends_merges_deeply_and_overrides_win(tmp_path: Path) -> None:
