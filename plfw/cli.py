@@ -57,10 +57,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                         "existing SR images), not both or neither")
     if args.sr is not None and args.lr is not None:
         raise UserError("--lr is for --model; with --sr the SR images are scored as they are")
-    border = args.border if args.border >= 0 else args.scale
+    for option, value, low in (("--scale", args.scale, 1), ("--limit", args.limit, 0),
+                               ("--border", args.border, 0)):
+        if value is not None and value < low:
+            raise UserError(f"{option} must be >= {low}, got {value}"
+                            + (" (0 = all images)" if option == "--limit" else ""))
+    border = args.border if args.border is not None else args.scale
     metrics = build_metrics(args.metrics.split(","), border)
     if args.sr is not None:
-        result = evaluate_sr(args.sr, args.hr, args.scale, metrics, args.limit)
+        result = evaluate_sr(args.sr, args.hr, args.scale, metrics, args.limit, border=border)
         source = {"sr": str(args.sr)}
     else:
         pairs = load_pairs(args.hr, args.lr, args.scale, args.limit)
@@ -207,8 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "st_lpips_alex, st_lpips_vgg offline, lpips_alex, lpips_vgg, dists; "
                         "see plfw plugins)")
     p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--border", type=int, default=-1, help="pixels cropped (default: scale)")
-    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument("--border", type=int, default=None,
+                   help="pixels cropped from each side (default: scale)")
+    p.add_argument("--limit", type=int, default=0,
+                   help="evaluate only the first N images (default 0: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_ensemble(p)
     _add_runtime(p, "fp32", ": scores do not depend on whether the CPU has fast bf16")

@@ -144,6 +144,27 @@ def load_yaml(text: str, where: str) -> Any:
         loader.dispose()
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """What is wrong with a file that did not parse, and where, without its text: the file
+    may be anything a config's ``extends`` names (``/etc/shadow``), so no line of it, and no
+    name quoted from it (an alias, a tag), is echoed; one-character quotes (a tab, a colon)
+    and token names (``'<stream end>'``) stay."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start})"
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"a control character (#x{exc.character:x}) at byte {exc.position}"
+    problem = (getattr(exc, "problem", None) or getattr(exc, "context", None)
+               or type(exc).__name__)
+    parts = str(problem).split("'")
+    for i in range(1, len(parts) - 1, 2):
+        quoted = parts[i]
+        if len(quoted) > 2 and not (quoted.startswith("<") and quoted.endswith(">")):
+            parts[i] = "..."
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return "'".join(parts) + where
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from ``path`` (config, ablation file), every mistake as one line."""
     if not path.is_file():
@@ -151,8 +172,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).replace("\n", " ")
-        raise UserError(f"{path}: not valid YAML: {first}") from None
+        raise UserError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -180,8 +200,13 @@ def read_config_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]
     parents = data.pop("extends", None)
     if parents is None:
         return data
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) and p for p in parents):
+        raise UserError(f"{path}: 'extends' must be a config file path or a list of them "
+                        f"(relative to this file), got {parents!r}")
     merged: dict[str, Any] = {}
-    for parent in [parents] if isinstance(parents, str) else list(parents):
+    for parent in parents:
         merged = _merge(merged, read_config_file(path.parent / str(parent), _seen + (path,)))
     return _merge(merged, data)
 
@@ -363,7 +388,35 @@ def build_config(data: dict[str, Any], name: str = "") -> Config:
     if cfg.curve.at and not cfg.curve.sets:
         raise UserError("curve.at is set but curve.sets is empty: add e.g. "
                         "curve: {sets: {Set5: {hr: path/to/HR}}}")
+    _check_numbers(cfg)
     return cfg
+
+
+def _check_numbers(cfg: Config) -> None:
+    """Counts, intervals and the seed, which would otherwise fail deep in training with a
+    traceback (``checkpoint_every=0``: modulo by zero) or be quietly misused: one line naming
+    the key."""
+    t, d = cfg.train, cfg.data
+    for key, value, low, hint in (
+            ("train.log_every", t.log_every, 1, "steps between log lines"),
+            ("train.val_every", t.val_every, 1, "steps between validations"),
+            ("train.checkpoint_every", t.checkpoint_every, 1, "steps between checkpoints"),
+            ("train.keep_last", t.keep_last, 1, "checkpoints kept"),
+            ("train.max_bad_steps", t.max_bad_steps, 1, "bad steps in a row before stopping"),
+            ("train.threads", t.threads, 0, "0 = torch's default"),
+            ("train.sample_images", t.sample_images, 0, "0 = no sample grid"),
+            ("data.batch_size", d.batch_size, 1, "images per step and process"),
+            ("data.workers", d.workers, 0, "0 = load in the main process"),
+            ("data.val_images", d.val_images, 0, "0 = all")):
+        if value < low:
+            raise UserError(f"{key}: expected an integer >= {low} ({hint}), got {value}")
+    if not 0 <= cfg.seed < 2**32:
+        raise UserError(f"seed: expected an integer in 0 .. {2**32 - 1}, got {cfg.seed}")
+    if not 0 <= t.grad_clip < float("inf"):
+        raise UserError(f"train.grad_clip: expected a finite number >= 0 (0 = no clipping), got "
+                        f"{t.grad_clip}")
+    if not t.explode_norm > 0:  # inf is allowed: no norm counts as exploding
+        raise UserError(f"train.explode_norm: expected a number > 0, got {t.explode_norm}")
 
 
 def _plain(obj: Any) -> Any:

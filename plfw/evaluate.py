@@ -49,6 +49,9 @@ def load_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int,
                 lr = lr.mean(0, keepdim=True) if hr.shape[0] == 1 else lr.expand(3, -1, -1)
         else:
             h, w = hr.shape[-2:]
+            if min(h, w) < scale:
+                raise UserError(f"{path}: the HR image ({w}x{h}) is smaller than --scale "
+                                f"{scale}; check --scale")
             hr = hr[:, : h - h % scale, : w - w % scale]
             lr = bicubic_downscale_uint8(hr * 255.0, scale).float() / 255.0
         if tuple(hr.shape[-2:]) != (lr.shape[-2] * scale, lr.shape[-1] * scale):
@@ -101,12 +104,25 @@ def build_metrics(names: Sequence[str], border: int) -> dict[str, Metric]:
 
 
 def _scores(images: Iterable[tuple[str, torch.Tensor, torch.Tensor]],
-            metrics: Mapping[str, Metric], progress: Callable[[str], None] | None
-            ) -> dict[str, Any]:
-    """Per-image rows and means over (name, sr, hr) triples (sr already on hr's channels)."""
+            metrics: Mapping[str, Metric], progress: Callable[[str], None] | None,
+            border: int | None = None) -> dict[str, Any]:
+    """Per-image rows and means over (name, sr, hr) triples (sr already on hr's channels);
+    an image that ``border`` would crop away entirely is a one-line error naming it."""
     rows = []
     for name, sr, hr in images:
-        rows.append({"name": name, **{k: float(m(sr, hr)) for k, m in metrics.items()}})
+        if border is not None and 2 * border >= min(hr.shape[-2:]):
+            h, w = hr.shape[-2:]
+            raise UserError(f"--border {border} crops all of '{name}' ({w}x{h} HR): use a "
+                            f"border below {(min(h, w) + 1) // 2} (default: the scale)")
+        row: dict[str, Any] = {"name": name}
+        for key, metric in metrics.items():
+            try:
+                row[key] = float(metric(sr, hr))
+            except ValueError as exc:  # an image too small for the metric (after the border)
+                raise UserError(f"'{name}': {key}: {str(exc).splitlines()[0][:200]}"
+                                + (f" (--border {border})" if border is not None else "")
+                                ) from None
+        rows.append(row)
         if progress:
             progress(name)
     if not rows:
@@ -131,7 +147,7 @@ def evaluate(method: Method, pairs: Sequence[Pair], border: int,
                 sr = _match_channels(method(lr).float().cpu(), pair.hr)
             yield pair.name, sr, pair.hr
 
-    return _scores(images(), metrics, progress)
+    return _scores(images(), metrics, progress, border)
 
 
 def sr_files(sr_dir: str | Path, hr_dir: str | Path, limit: int = 0
@@ -158,8 +174,10 @@ def sr_files(sr_dir: str | Path, hr_dir: str | Path, limit: int = 0
 
 def evaluate_sr(sr_dir: str | Path, hr_dir: str | Path, scale: int,
                 metrics: Mapping[str, Metric], limit: int = 0,
-                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Score existing SR images against HR ones, exactly as :func:`evaluate` scores a model.
+                progress: Callable[[str], None] | None = None,
+                border: int | None = None) -> dict[str, Any]:
+    """Score existing SR images against HR ones, exactly as :func:`evaluate` scores a model
+    (``border``: the metrics' border, checked to leave pixels in every image).
 
     An SR image must have the HR size, or the HR size cut down to a multiple of ``scale`` (what
     upscaling the usual LR gives; the HR image is then cropped the same way, as for a model)."""
@@ -177,7 +195,7 @@ def evaluate_sr(sr_dir: str | Path, hr_dir: str | Path, scale: int,
                                 f"multiple of --scale {scale})")
             yield name, _match_channels(sr, hr), hr
 
-    return _scores(images(), metrics, progress)
+    return _scores(images(), metrics, progress, border)
 
 
 def dataset_pairs(dataset: Any, limit: int = 0) -> list[Pair]:

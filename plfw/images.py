@@ -20,6 +20,7 @@ for 16-bit PNGs (read and written with pypng, which handles every PNG colour typ
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import struct
@@ -265,12 +266,14 @@ def _write_atomically(p: Path, write: Callable[[Any], None]) -> None:
             write(f)
         os.replace(tmp, p)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder cannot even be cleaned
+            tmp.unlink(missing_ok=True)
         if is_disk_full(exc):
             raise DiskFull(p) from None
         raise UserError(f"cannot write {show_path(p)}: {exc.strerror or exc}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
 
 

@@ -45,7 +45,10 @@ class FolderLock:
         """Take the lock or raise :class:`FolderBusy` (never waits)."""
         if self.held:
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
         key = self._key = str(self.path.resolve())
         with _GUARD:
             entry = _HELD.get(key)
@@ -53,7 +56,10 @@ class FolderLock:
                 entry[1] += 1
                 self.held = True
                 return self
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:  # a read-only folder or file system, no permission
+                raise self._unwritable(exc) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -74,6 +80,11 @@ class FolderLock:
             _HELD[key] = [fd, 1]
             self.held = True
         return self
+
+    def _unwritable(self, exc: OSError) -> UserError:
+        hint = " (run_dir=PATH)" if self.what == "run directory" else ""
+        return UserError(f"{self.what} {self.folder} is not writable ({exc.strerror or exc}): "
+                         f"make it writable or choose another {self.what}{hint}")
 
     def release(self) -> None:
         """Drop this hold; the last one unlocks the file (which stays, harmless, for the next)."""

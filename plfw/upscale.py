@@ -14,6 +14,7 @@ Images keep what their files have (see :func:`plfw.images.load_picture`):
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,6 +55,61 @@ def _expand(inputs: list[str]) -> list[Path]:
     return files
 
 
+def _check_writable(out: Path) -> None:
+    """``out``, or the folder it would be made in, must take files (a read-only folder or file
+    system is one line before the model loads, not one failure per input)."""
+    folder = out
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        what = "not a folder" if not folder.is_dir() else "not writable"
+        raise UserError(f"--out {out}: {folder} is {what}; choose another --out")
+
+
+def _target(path: Path, out: Path, suffix: str, out_format: str) -> Path:
+    return out / f"{path.stem}{suffix}.{out_format}"
+
+
+def _identity(path: Path) -> tuple[int, int] | Path:
+    """What a path is on disk (device and inode when it exists: hard links, case-insensitive
+    names and symlinks compare equal), else its resolved form."""
+    try:
+        st = path.stat()
+    except OSError:
+        return path.resolve()
+    return (st.st_dev, st.st_ino)
+
+
+def _check_targets(files: list[Path], out: Path, suffix: str, out_format: str) -> list[Path]:
+    """The inputs once each (a file named twice, or by its folder and by name, is upscaled
+    once), after refusing any run that would lose data whatever ``--overwrite`` says: two
+    inputs with one output name (``a/x.png`` and ``b/x.png``; outputs are named by stem, so
+    they would replace each other), and an output that is one of the inputs (``--out`` the
+    input folder with ``--suffix ''``, or a previous output upscaled again into its folder)."""
+    unique: dict[tuple[int, int] | Path, Path] = {}
+    for path in files:
+        unique.setdefault(_identity(path), path)
+    files = list(unique.values())
+    by_target: dict[tuple[int, int] | Path, list[Path]] = {}
+    for path in files:
+        target = _target(path, out, suffix, out_format)
+        key = _identity(target)
+        if key in unique:
+            raise UserError(f"output {target} would replace the input {unique[key]}: choose "
+                            f"another --out or a --suffix (outputs are never written over "
+                            f"inputs)")
+        by_target.setdefault(key, []).append(path)
+    clashes = [paths for paths in by_target.values() if len(paths) > 1]
+    if clashes:
+        first = clashes[0]
+        name = _target(first[0], out, suffix, out_format).name
+        more = f"; {len(clashes) - 1} more such name(s)" if len(clashes) > 1 else ""
+        raise UserError(f"{len(first)} inputs would write the same output {name} "
+                        f"({', '.join(map(str, first[:3]))}{more}): upscale them into "
+                        f"separate --out folders, or rename them")
+    return files
+
+
 def _on_white(colour: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return colour * alpha + (1 - alpha)
 
@@ -78,13 +134,18 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
         raise UserError(f"--quality must be 1..100, got {quality}")
     if suffix is not None and ("/" in suffix or "\\" in suffix):
         raise UserError(f"--suffix must not contain a path separator, got {suffix!r}")
+    if tile < 0 or overlap < 0:
+        raise UserError(f"--tile and --overlap must be >= 0 (--tile 0: the whole image at "
+                        f"once), got --tile {tile} --overlap {overlap}")
+    files = _expand(inputs)
+    _check_writable(Path(out))
     rt = make_runtime(device, precision, "true")
     generator, out_range = load_generator(model)
     generator = generator.to(rt.device)
     scale = int(getattr(generator, "scale", 4))
     suffix = f"_x{scale}" if suffix is None else suffix
     out = Path(out)
-    files = _expand(inputs)
+    files = _check_targets(files, out, suffix, out_format)
     failures: list[tuple[Path, str]] = []
     pixels, started = 0, time.perf_counter()
     net = frozen_runner(generator, out_range, rt)
@@ -94,7 +155,7 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
     outer = tqdm(files, desc="images", unit="file", disable=not progress or len(files) < 2,
                  file=sys.stderr)
     for path in outer:
-        target = out / f"{path.stem}{suffix}.{out_format}"
+        target = _target(path, out, suffix, out_format)
         began = time.perf_counter()
         record: dict[str, Any] = {"in": show_path(path), "out": None, "size": None,
                                   "seconds": None, "error": None}

@@ -283,3 +283,41 @@ def test_resolved_config_lands_in_run_dir_and_checkpoints(tiny: Path, tmp_path: 
 
     # The written config reproduces the run: `plfw resume` reads it back.
     assert load_config(run / "config.yaml") == load_config(tiny, overrides)
+
+
+# ------------------------------------ counts, seed, extends, a read-only run_dir (issue 36)
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("train.checkpoint_every=0", "train.checkpoint_every"),
+    ("train.log_every=0", "train.log_every"), ("train.val_every=0", "train.val_every"),
+    ("train.keep_last=0", "train.keep_last"), ("train.max_bad_steps=0", "train.max_bad_steps"),
+    ("data.batch_size=0", "data.batch_size"), ("data.workers=-1", "data.workers"),
+    ("seed=100000000000000000000", "seed"), ("seed=-1", "seed"),
+    ("train.grad_clip=-1", "train.grad_clip"), ("train.explode_norm=.nan", "train.explode_norm"),
+])
+def test_counts_and_seeds_training_cannot_use_are_one_line_errors(
+        tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str,
+        key: str) -> None:
+    """They were a ZeroDivisionError / ValueError / OverflowError traceback mid-run, or ran."""
+    code = cli.main(["train", str(tiny), override, f"run_dir={tmp_path / 'run'}", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"plfw: error: {key}: expected"), err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", ["extends: 5\n", "extends: [base.yaml, 7]\n",
+                                  "extends: {base: 1}\n", "extends: ''\n"])
+def test_extends_must_name_config_files(tmp_path: Path, text: str) -> None:
+    with pytest.raises(UserError, match="'extends' must be a config file path or a list") as err:
+        load_config(write(tmp_path / "child.yaml", text))
+    assert "\n" not in str(err.value) and "child.yaml" in str(err.value)
+
+
+def test_an_existing_read_only_run_dir_is_a_one_line_error(
+        tiny: Path, read_only_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["train", str(tiny), f"run_dir={read_only_dir}", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert str(read_only_dir) in err and "not writable" in err and "run_dir=" in err

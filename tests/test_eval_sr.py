@@ -97,6 +97,26 @@ def test_eval_sr_errors_are_one_line(capsys: pytest.CaptureFixture[str],
     assert "img01_x4.png" in err and "img01.png" in err and "40x40" in err
 
 
+@pytest.mark.parametrize(("options", "expected"), [
+    (["--scale", "0"], "--scale must be >= 1, got 0"),
+    (["--limit", "-1"], "--limit must be >= 0, got -1"),
+    (["--border", "-5"], "--border must be >= 0, got -5"),
+    (["--border", "1000"], "--border 1000 crops all of 'img00' (64x56 HR)"),
+    (["--border", "25"], "'img00': ssim_y: ssim_y needs at least 11x11 pixels"),
+    (["--scale", "100"], "img00"),  # larger than the image (as the border, for --sr)
+])
+@pytest.mark.parametrize("source", ["model", "sr"])
+def test_eval_options_out_of_range_are_one_line_errors(
+        capsys: pytest.CaptureFixture[str], folders: dict[str, Path], source: str,
+        options: list[str], expected: str) -> None:
+    """Issue 36: --scale 0 and --border 1000 were tracebacks; --limit -1 scored all but the
+    last image and --border -5 was ignored, both with exit 0."""
+    what = (["--model", "bicubic"] if source == "model" else ["--sr", str(folders["sr"])])
+    code, _, err = run(capsys, "eval", *what, "--hr", str(folders["hr"]), *options)
+    assert code == 2 and err.count("\n") == 1, err
+    assert expected in err, err
+
+
 def test_mos_create_takes_upscale_named_folders(folders: dict[str, Path]) -> None:
     from plfw.mos.create import create_study
 

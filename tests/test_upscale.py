@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
+from plfw.cli import main
 from plfw.generators import bundled_models, load_generator, to_unit
 from plfw.images import load_image
 from plfw.tiling import upscale_tiled
@@ -68,3 +70,68 @@ def test_plain_state_dict_is_accepted(tmp_path: Path) -> None:
     assert out_range == (-1.0, 1.0)
     x = torch.rand(1, 3, 8, 8)
     assert torch.equal(rebuilt(x), module(x))
+
+
+# ------------------------------------------------- options and outputs that lose data (issue 36)
+
+
+def _upscale(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(["upscale", *argv, "--model", "srresnet", "--quiet", "--device", "cpu"])
+    return code, capsys.readouterr().err
+
+
+def _tiny_png(path: Path, colour: tuple[int, int, int] = (10, 200, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (6, 5), colour).save(path)
+    return path
+
+
+@pytest.mark.parametrize("option", [["--tile", "-5"], ["--overlap", "-1"]])
+def test_negative_tile_or_overlap_is_a_one_line_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str]) -> None:
+    code, err = _upscale(capsys, str(_tiny_png(tmp_path / "a.png")), "--out",
+                         str(tmp_path / "out"), *option)
+    assert code == 2 and err.count("\n") == 1 and " ".join(option) in err, err
+
+
+def test_two_inputs_with_one_output_name_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """a/x.png and b/x.png both became out/x_x4.png: with --overwrite one silently replaced
+    the other; without it the second was reported as an existing output."""
+    first, second = _tiny_png(tmp_path / "a" / "x.png"), _tiny_png(tmp_path / "b" / "x.png")
+    out = tmp_path / "out"
+    for extra in ([], ["--overwrite"]):
+        code, err = _upscale(capsys, str(first.parent), str(second.parent), "--out", str(out),
+                             *extra)
+        assert code == 2 and err.count("\n") == 1, err
+        assert "x_x4.png" in err and str(first) in err and str(second) in err
+        assert not out.exists()
+
+
+def test_an_output_is_never_one_of_the_inputs(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    photos = tmp_path / "photos"
+    original = _tiny_png(photos / "x.png").read_bytes()
+    code, err = _upscale(capsys, str(photos), "--out", str(photos), "--suffix", "",
+                         "--overwrite")
+    assert code == 2 and err.count("\n") == 1 and "would replace the input" in err, err
+    assert (photos / "x.png").read_bytes() == original and len(list(photos.iterdir())) == 1
+    # a previous output in the input folder would be overwritten by its own source's output
+    _tiny_png(photos / "x_x4.png", (0, 0, 0))
+    code, err = _upscale(capsys, str(photos), "--out", str(photos), "--overwrite")
+    assert code == 2 and "x_x4.png would replace the input" in err, err
+
+
+def test_an_input_named_twice_is_upscaled_once(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    image = _tiny_png(tmp_path / "in" / "x.png")
+    code, err = _upscale(capsys, str(image.parent), str(image), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["x_x4.png"]
+
+
+def test_a_read_only_out_folder_is_one_line_before_the_model_loads(
+        tmp_path: Path, read_only_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for out in (read_only_dir, read_only_dir / "new" / "folder"):
+        code, err = _upscale(capsys, str(_tiny_png(tmp_path / "a.png")), "--out", str(out))
+        assert code == 2 and err.count("\n") == 1 and "not writable" in err, err

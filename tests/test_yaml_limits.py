@@ -49,3 +49,40 @@ def test_ordinary_aliases_still_work() -> None:
 def test_recursive_alias_is_not_a_loop() -> None:
     value = load_yaml("a: &a [1, *a]\n", "t")
     assert value["a"][0] == 1 and value["a"][1] is value["a"]
+
+
+# ------------------------------------------------ a file that does not parse is not echoed
+
+SECRET = "s3cr3t-T0KEN"
+
+
+@pytest.mark.parametrize("text", [
+    f"root:$6${SECRET}$hash:19000:0:99999:7:::\n\tdaemon:$6${SECRET}:19000:0:99999:7:::\n",
+    f"key: [unclosed {SECRET}\n",
+    f"a: b: {SECRET}\n",
+    f"x: *{SECRET}\n",  # an undefined alias: its name is the file's text
+    f"x: !{SECRET} foo\n",  # an unknown tag
+    f'"{SECRET}\\q"\n',
+    f"{SECRET}\x00\n",  # a control character
+    f"{SECRET}\n",  # parses, as a plain string
+], ids=["shadow", "flow", "mapping", "alias", "tag", "escape", "control", "plain"])
+def test_errors_name_the_line_but_never_echo_the_file(tmp_path: Path, text: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 36: ``extends: /etc/shadow`` printed the file's first line in its error."""
+    secret = tmp_path / "secret"
+    secret.write_text(text)
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {secret}\n")
+    assert main(["train", str(child)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(secret) in err, err
+    assert SECRET not in err and "s3cr3t" not in err, err
+    assert "line" in err or "byte" in err or "top level must be a mapping" in err, err
+
+
+def test_a_file_that_is_not_utf8_is_not_echoed(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET.encode() + b"\xff\xfe\n")
+    with pytest.raises(UserError) as err:
+        load_config(secret)
+    assert SECRET not in str(err.value) and "not UTF-8" in str(err.value)
