@@ -30,6 +30,27 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
     assert out.returncode == 2 and "this must never run" not in out.stdout + out.stderr
 
 
+def _floor(requirement: str) -> tuple[int, ...]:
+    """The version after ``>=`` in a requirement string, as numbers ((2, 10) for 2.10)."""
+    version = requirement.split(">=")[1].split(",")[0].split(";")[0].strip()
+    return tuple(int(part) for part in version.split("."))
+
+
+def test_torch_floor_has_no_known_weights_only_bypass() -> None:
+    """Issue 36: ``weights_only=True`` is what keeps pickled code from running, and it was
+    bypassed in torch <= 2.5.1 (CVE-2025-32434, fixed in 2.6.0) and again below 2.10.0
+    (CVE-2026-24747, memory corruption in the weights-only unpickler, fixed in 2.10.0): the
+    dependency floor, and the torchvision that goes with it, exclude both; the README says so."""
+    import tomllib
+
+    repo = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {d.split(">=")[0].strip(): _floor(d) for d in deps if ">=" in d}
+    assert floors["torch"] >= (2, 10) and floors["torchvision"] >= (0, 25), floors
+    readme = (repo / "README.md").read_text()
+    assert "CVE-2025-32434" in readme and "CVE-2026-24747" in readme and "torch>=2.10" in readme
+
+
 def test_truncated_and_foreign_files_are_one_line_errors(tmp_path: Path) -> None:
     good = tmp_path / "good.pt"
     torch.save({"format": "plfw-checkpoint-1", "w": torch.ones(3)}, good)
