@@ -361,11 +361,20 @@ class Trainer:
         """Load a checkpoint into the freshly built phase; returns its bad-update run."""
         p = self.phase
         assert p is not None
-        unwrap(self.generator).load_state_dict(s["generator"])
-        if self.ema is not None and s.get("ema") is not None:
-            self.ema.load_state_dict(s["ema"])
-        if p.discriminator is not None and s.get("discriminator") is not None:
-            p.discriminator.load_state_dict(s["discriminator"])
+        try:
+            unwrap(self.generator).load_state_dict(s["generator"])
+            if self.ema is not None and s.get("ema") is not None:
+                self.ema.load_state_dict(s["ema"])
+            if p.discriminator is not None and s.get("discriminator") is not None:
+                p.discriminator.load_state_dict(s["discriminator"])
+        except RuntimeError as exc:
+            lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+            first = next((x for x in lines[1:] if "size mismatch" in x or "Missing" in x
+                          or "Unexpected" in x), lines[0] if lines else "")
+            raise UserError(f"{self.run_dir}: the checkpoint does not fit this config's "
+                            f"networks ({first[:160]}); the checkpoint was trained with the "
+                            f"config it holds: undo the edit to config.yaml, or start a new "
+                            f"run with --overwrite or another run_dir") from None
         p.opt_g.load_state_dict(s["opt_g"])
         p.sched_g.load_state_dict(s["sched_g"])
         if p.opt_d is not None:

@@ -266,3 +266,18 @@ def test_unbalanced_loss_terms_warn_once_at_the_first_logged_step(
     Trainer(load_config(path, ["run_dir=" + str(tmp_path / "ok")]), progress=False).fit()
     assert not [r for r in _records(tmp_path / "ok") if "balance_warning" in r]
     assert "pulls" not in capsys.readouterr().err
+
+
+def test_resume_after_an_architecture_edit_is_one_line(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from plfw.cli import main
+
+    cfg = load_config(tiny_config(tmp_path), ["phases.srgan=null", "phases.srresnet.steps=2"])
+    Trainer(cfg, progress=False).fit()
+    run = Path(cfg.run_dir)
+    text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(text.replace("channels: 8", "channels: 16"))
+    (run / "models" / "srresnet.pt").unlink()  # as if interrupted before the export
+    assert main(["resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit this config" in err[0] and "size mismatch" in err[0]
