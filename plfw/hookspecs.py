@@ -36,7 +36,9 @@ def plfw_register_generators(register: Register) -> None:
 @hookspec
 def plfw_register_discriminators(register: Register) -> None:
     """Register discriminators: factory(params) -> nn.Module mapping an image batch in the
-    generator's output range to one logit per image, shape (N,) or (N, 1)."""
+    generator's output range to one logit per image, shape (N,) or (N, 1), or to a map of
+    logits (N, 1, h, w), one per pixel or patch (the adversarial losses average over all).
+    An ``input_size`` param, where declared, is filled in with the HR crop size."""
 
 
 @hookspec

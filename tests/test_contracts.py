@@ -32,6 +32,9 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("feature_extractor", "timm"): {"model": "test_efficientnet"},
     ("dataset", "hr_folder"): {"root": "{hr}", "crop": 16},
     ("dataset", "paired_folders"): {"hr_root": "{hr}", "lr_root": "{lr}", "crop": 16},
+    # 32-px test images: two MS-SSIM scales (21 px), FDL patches that fit relu5_4's 2x2
+    ("loss", "ms_ssim"): {"scale_weights": [0.0448, 0.2856]},
+    ("loss", "fdl"): {"patch": 2, "projections": 16},
 }
 
 SCALE_OF_PNGS = 4
@@ -106,20 +109,23 @@ def test_generator_scales_lr_into_its_output_range(name: str) -> None:
 
 def default_input_size(d: nn.Module, name: str) -> int:
     for field_name, f in param_fields("discriminator", name).items():
-        if field_name in ("input_size", "image_size", "size", "crop"):
+        if field_name in ("input_size", "image_size", "size", "crop") and f.default is not None:
             return int(f.default)
     return int(getattr(d, "input_size", 96))
 
 
 @pytest.mark.parametrize("name", names("discriminator"))
 def test_discriminator_returns_one_logit_per_image(name: str) -> None:
+    """One logit per image, (N,) or (N, 1), or a map of them, (N, 1, h, w) (per pixel or
+    patch: the adversarial losses average over every logit)."""
     d = build("discriminator", name)
     side = default_input_size(d, name)
     x = photo(2, side) * 2 - 1  # the paper's generator output range
     for train in (True, False):
         d.train(train)
         out = d(x)
-        assert out.shape in ((2,), (2, 1)), f"expected (N,) or (N, 1) logits, got {out.shape}"
+        assert out.shape in ((2,), (2, 1)) or (out.dim() == 4 and out.shape[:2] == (2, 1)), (
+            f"expected (N,) or (N, 1) logits or an (N, 1, h, w) map, got {out.shape}")
         assert torch.isfinite(out).all()
 
 
