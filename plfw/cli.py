@@ -136,6 +136,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     from plfw.registry import KINDS
 
     plugins = get_plugins()
+    if args.params or args.reference:
+        return _params(plugins.registry, args)
     rows: list[dict[str, Any]] = []
     for kind in KINDS:
         for name, comp in sorted(plugins.registry.components[kind].items()):
@@ -158,6 +160,20 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         print(f"{r['kind']:<18} {r['name']:<{width}} {r['distribution']} {r['version']}{status}")
     for f in failed:
         print(f"FAILED plugin '{f['name']}' from {f['distribution']} {f['version']}: {f['error']}")
+    return 0
+
+
+def _params(registry: Any, args: argparse.Namespace) -> int:
+    from plfw import params_doc
+
+    if args.reference:
+        from plfw.checkpoint import atomic_write_bytes
+
+        target = Path(args.reference)
+        atomic_write_bytes(target, params_doc.markdown(registry, "plfw").encode())
+        print(f"wrote {target}")
+        return 0
+    print("\n\n".join(params_doc.text(c) for c in params_doc.find(registry, args.params)))
     return 0
 
 
@@ -262,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list registered components and failed plugins",
                        description="List every registered component with its provider.")
     p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument("--params", metavar="NAME",
+                   help="print one component's parameters with types, defaults and notes "
+                        "(KIND:NAME picks one kind, e.g. loss:lpips)")
+    p.add_argument("--reference", metavar="FILE",
+                   help="write every component's parameters as Markdown (docs/components.md)")
     p.set_defaults(func=_cmd_plugins)
 
     for extra in _extra_commands():
