@@ -5,7 +5,6 @@ curves, loss and balance curves, crops. Each takes numbers already computed
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from plfw.ablate_scores import BICUBIC, Scores
 from plfw.ablate_stats import curve_means, verdict
 from plfw.ablation import Ablation
 from plfw.errors import UserError
+from plfw.rundir import read_log
 
 COLOURS = {"better": "#1a7f37", "worse": "#cf222e", "same": "#6e7781"}
 
@@ -179,19 +179,6 @@ def learning_curves(ab: Ablation, metrics: list[str], sets: list[str], path: Pat
     return _save(fig, path, dpi=80)
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-    return rows
-
-
 def loss_curves(ab: Ablation, path: Path) -> Path | None:
     """Per arm, two stacked panels: every logged loss term (unweighted) against the step, and
     below it how hard each weighted term pulls on the SR image (``grad_sr_<term>``: the norm
@@ -200,7 +187,7 @@ def loss_curves(ab: Ablation, path: Path) -> Path | None:
     for arm in dict.fromkeys(j.arm for j in ab.jobs):
         per_seed = {}
         for job in ab.jobs_of(arm):
-            by_step = {r["step"]: r for r in read_metrics(job.run_dir)
+            by_step = {r["step"]: r for r in read_log(job.run_dir)
                        if any(k.startswith(("loss", "grad_sr_")) for k in r)}
             if by_step:
                 per_seed[job.label] = [by_step[s] for s in sorted(by_step)]

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from plfw.ablation import Ablation, EvalSet, Job, finished_model, training_networks
+from plfw.ablation import Ablation, Job, finished_model, training_networks
 from plfw.checkpoint import atomic_write_bytes
+from plfw.config import ImageSet
 from plfw.errors import UserError
 from plfw.evaluate import Pair, bicubic, load_pairs
 from plfw.registry import split_spec
@@ -97,7 +98,7 @@ def _crop_choice(pairs: dict[str, list[Pair]], count: int) -> list[tuple[str, in
     return picks
 
 
-def _set_key(ev: EvalSet, scale: int) -> str:
+def _set_key(ev: ImageSet, scale: int) -> str:
     return json.dumps([str(Path(ev.hr).resolve()), str(Path(ev.lr).resolve()) if ev.lr else None,
                        ev.limit, scale])
 

@@ -10,10 +10,8 @@ offset or crop) are counted once when sets are pooled.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +19,7 @@ import numpy as np
 from plfw import stats
 from plfw.ablate_scores import BICUBIC, MetricInfo, Scores
 from plfw.ablation import Ablation, Point, point_label
+from plfw.rundir import CURVE, read_log
 
 PSNR = "psnr_y"
 
@@ -268,20 +267,6 @@ def primary(ab: Ablation, metrics: list[MetricInfo], scores: Scores,
 
 
 # ------------------------------------------------------------------------- learning curves
-def read_curve(run_dir: Path) -> list[dict[str, Any]]:
-    """A job's curve.jsonl records (a line cut short by a kill is skipped)."""
-    path = run_dir / "curve.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 def curve_means(ab: Ablation, arm: str, metric: str, sets: list[str],
                 keep: dict[str, list[bool]] | None = None,
                 names: dict[str, list[str]] | None = None) -> dict[str, dict[int, float]]:
@@ -292,7 +277,7 @@ def curve_means(ab: Ablation, arm: str, metric: str, sets: list[str],
     out: dict[str, dict[int, float]] = {}
     for job in ab.jobs_of(arm):
         by_step: dict[int, dict[str, dict[str, float]]] = {}
-        for r in read_curve(job.run_dir):
+        for r in read_log(job.run_dir, CURVE):
             if metric in r.get("scores", {}):
                 by_step.setdefault(int(r["step"]), {})[r["set"]] = r["scores"][metric]
         by_step = {k: v for k, v in by_step.items() if all(s in v for s in sets)}

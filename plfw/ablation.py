@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from plfw import config as config_mod
-from plfw.config import Config
+from plfw.config import Config, ImageSet
 from plfw.errors import UserError, suggest
 
 OUT_TOKEN = "{out}"
@@ -29,15 +29,6 @@ SEED_TOKEN = "{seed}"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SET_NAME = RUN_NAME
 STATE_FILE = "ablate.json"  # in each job's run directory: its config, finished flag, time
-
-
-@dataclass
-class EvalSet:
-    """One folder of validation images (LR made by MATLAB bicubic when ``lr`` is not given)."""
-
-    hr: str = MISSING
-    lr: str | None = None
-    limit: int = 0  # at most this many images (sorted by name); 0 = all
 
 
 @dataclass
@@ -51,12 +42,12 @@ class CurveSpec:
 
 
 @dataclass
-class EvalSettings:
+class ImageSettings:
     hr: str | None = None  # shorthand for sets: {<folder name>: {hr: ..., lr: ...}}
     lr: str | None = None
     limit: int = 0
     scale: int | None = None  # defaults to the base config's scale
-    sets: dict[str, EvalSet] = field(default_factory=dict)
+    sets: dict[str, ImageSet] = field(default_factory=dict)
     device: str = "auto"
     curve: CurveSpec = field(default_factory=CurveSpec)
     # fixed models scored beside bicubic, e.g. {start: the generator every run starts from}
@@ -105,7 +96,7 @@ class AblationFile:
     # last phase's generator, as fp16 safetensors: half the bytes of a committed study)
     artefacts: str = "all"
     metrics: list[Any] = field(default_factory=lambda: ["psnr_y", "ssim_y"])
-    eval: EvalSettings = field(default_factory=EvalSettings)
+    eval: ImageSettings = field(default_factory=ImageSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     notes: str = ""  # limits of the comparison, printed in the report
 
@@ -156,7 +147,7 @@ class Ablation:
     out: Path
     extra: list[str]
     scale: int
-    sets: dict[str, EvalSet]
+    sets: dict[str, ImageSet]
     jobs: list[Job] = field(default_factory=list)
 
     @property
@@ -195,7 +186,7 @@ class Ablation:
 
     def use_sets(self, hr: str, lr: str | None = None) -> None:
         """Score on one other folder (``--hr`` / ``--lr``) instead of the file's sets."""
-        self.sets = {set_name(hr): EvalSet(hr=hr, lr=lr)}
+        self.sets = {set_name(hr): ImageSet(hr=hr, lr=lr)}
 
 
 def set_name(folder: str) -> str:
@@ -248,19 +239,19 @@ def _job_config(ab: Ablation, run: str, seed: int | None, point: Point = ()) -> 
         raise UserError(f"{ab.path}: run '{run}': {exc}") from None
 
 
-def _eval_sets(path: Path, ev: EvalSettings, base_cfg: Config) -> dict[str, EvalSet]:
+def _eval_sets(path: Path, ev: ImageSettings, base_cfg: Config) -> dict[str, ImageSet]:
     sets = dict(ev.sets)
     if ev.hr is not None:
         if sets:
             raise UserError(f"{path}: eval: give either hr/lr or sets, not both")
-        sets = {set_name(ev.hr): EvalSet(ev.hr, ev.lr, ev.limit)}
+        sets = {set_name(ev.hr): ImageSet(ev.hr, ev.lr, ev.limit)}
     if not sets:
         val = base_cfg.data.val
         root = val.get("root") if isinstance(val, dict) else None
         if root is None:
             raise UserError(f"{path}: eval has no images and the base config has no data.val "
                             "root; set eval: {hr: path/to/HR} or eval: {sets: {...}}")
-        sets = {"val": EvalSet(hr=str(root), limit=ev.limit)}
+        sets = {"val": ImageSet(hr=str(root), limit=ev.limit)}
     for name in sets:
         if not SET_NAME.match(name):
             raise UserError(f"{path}: eval set name {name!r} must be letters, digits, '_', "

@@ -73,8 +73,9 @@ class TrainSettings:
 
 
 @dataclass
-class CurveSet:
-    """One folder of images a learning curve is scored on (LR by MATLAB bicubic if not given)."""
+class ImageSet:
+    """One folder of evaluation images (LR made by MATLAB bicubic when ``lr`` is not given):
+    a learning curve's, or an ablation's."""
 
     hr: str = MISSING
     lr: str | None = None
@@ -88,7 +89,7 @@ class CurveSettings:
 
     at: list[int] = field(default_factory=list)  # global steps (after that many updates)
     metrics: list[Any] = field(default_factory=lambda: ["psnr_y"])
-    sets: dict[str, CurveSet] = field(default_factory=dict)
+    sets: dict[str, ImageSet] = field(default_factory=dict)
 
 
 @dataclass

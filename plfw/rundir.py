@@ -31,6 +31,21 @@ _PROBE = ".plfw-write-test"
 _IGNORED = frozenset({LOCK_FILE, _PROBE})
 
 
+def read_log(run_dir: Path, name: str = LOG) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl (or ``name``, e.g. curve.jsonl); a line cut short
+    by a kill is skipped."""
+    path = Path(run_dir) / name
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 class RunDir:
     """``path`` with its checkpoints; only the main process (``main``) writes."""
 
