@@ -211,11 +211,14 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     """Register ``plfw ablate`` with the main CLI."""
     p = sub.add_parser(
-        "ablate", help="train config variants (x seeds) and write a comparison report",
-        description="Train every run (and seed) of an ablation file (base config + overrides), "
-                    "skipping finished runs and resuming interrupted ones, then score all "
-                    "finished runs on the same images and write report.md with intervals, a "
-                    "forest plot, crops and loss curves. See docs/ablation.md.")
+        "ablate", help="train config variants (x sweep values x seeds) and write a report",
+        description="Train every job of an ablation file (base config + overrides per run, "
+                    "over sweep values and seeds), skipping finished jobs and resuming "
+                    "interrupted ones, then score all finished jobs on the same images and "
+                    "write report.md: the declared primary endpoint first, the "
+                    "perception-distortion plane and matched-distortion comparisons, learning "
+                    "curves, t intervals with Holm correction, crops, loss and balance curves. "
+                    "See docs/ablation.md.")
     p.add_argument("ablation", help="ablation YAML file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="overrides for every run, after the file's own (e.g. to shorten runs)")
