@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -244,7 +245,7 @@ def _request(srv, method: str, path: str, body=None, headers=None):
 
 def _rate_all(srv, rater: str, score_of=lambda item: 3) -> int:
     """Rate everything as ``rater`` would; returns the number of requests."""
-    status, state = _request(srv, "GET", f"/api/next?rater={rater}")
+    status, state = _request(srv, "GET", f"/api/next?rater={quote(rater)}")
     n = 0
     while state["item"]:
         item = state["item"]
@@ -353,7 +354,7 @@ def test_path_traversal_reads_nothing_outside_the_study(server, inputs: Path) ->
     secret.write_bytes(SECRET)
     for path in _hostile_paths(server, secret):
         status, body = _request(server, "GET", path)
-        assert status in (400, 404), (path, status)
+        assert status in (400, 403, 404), (path, status)  # 403: an absolute URL sends its Host
         assert SECRET not in (body if isinstance(body, bytes) else json.dumps(body).encode())
     # a manifest edited to point outside images/ is not served either
     manifest = json.loads((server.study.root / "study.json").read_text())
@@ -525,3 +526,165 @@ def test_sigkilled_server_keeps_every_acknowledged_rating(study) -> None:
     with sqlite3.connect(study.db_path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert "4 ratings by 1 rater" in write_report(study.root, plot=False).read_text()
+
+
+# --- cross-site requests, order, elapsed time, report escaping, disconnects (issue 36) -------
+
+
+def test_cross_site_requests_are_refused_and_the_page_still_works(server) -> None:
+    port = server.server_address[1]
+    own = f"http://127.0.0.1:{port}"
+    _, state = _request(server, "GET", "/api/next?rater=ann")
+    first = state["item"]
+    body = json.dumps({"rater": "ann", "item": first["id"], "score": first["anchor"]}).encode()
+    plain = {"Content-Type": "text/plain"}  # what a form on another site can post unasked
+    refused = [
+        {**plain, "Origin": "http://evil.example"},
+        {**plain, "Origin": "null"},
+        {**plain, "Origin": f"http://127.0.0.1:{port + 1}"},
+        {**plain, "Origin": f"https://127.0.0.1.evil.example:{port}"},
+        {**plain, "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
+        {**plain, "Sec-Fetch-Site": "cross-site"},  # a browser that sent no Origin
+        {**plain, "Host": f"evil.example:{port}"},  # DNS rebinding: evil.example -> 127.0.0.1
+        {**plain, "Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"},
+        {**plain, "Host": f"127.0.0.1:{port + 1}"},
+        {**plain, "Host": "127.0.0.1"},
+    ]
+    for headers in refused:
+        status, err = _request(server, "POST", "/api/rate", body, headers)
+        assert status == 403, headers
+    # no Host at all (HTTP/1.0)
+    with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+        sock.sendall(b"POST /api/rate HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert b" 403 " in sock.recv(200)
+    # registering a rater and reading the page need the right Host / origin too
+    assert _request(server, "GET", "/api/next?rater=mallory", None,
+                    {"Origin": "http://evil.example"})[0] == 403
+    assert _request(server, "GET", "/api/next?rater=mallory", None,
+                    {"Sec-Fetch-Site": "cross-site"})[0] == 403
+    assert _request(server, "GET", "/", None, {"Host": f"evil.example:{port}"})[0] == 403
+    assert server.db.all() == [] and server.db.find_rater("mallory") is None
+    # the rating page's own requests: same origin, by its address or by localhost
+    page = {"Content-Type": "application/json", "Origin": own, "Sec-Fetch-Site": "same-origin"}
+    status, state = _request(server, "POST", "/api/rate", body, page)
+    assert status == 200 and state["calibrated"] == 1
+    second = state["item"]
+    local = {"Host": f"localhost:{port}", "Origin": f"http://LOCALHOST:{port}"}
+    status, state = _request(server, "POST", "/api/rate", {
+        "rater": "ann", "item": second["id"], "score": second["anchor"]}, local)
+    assert status == 200 and state["calibrated"] == 2
+    assert _request(server, "GET", "/api/next?rater=ann", None,
+                    {"Host": f"localhost:{port}", "Sec-Fetch-Site": "same-origin"})[0] == 200
+    assert len(server.db.all()) == 2
+
+
+def test_items_are_rated_in_the_order_handed_out(server) -> None:
+    _, state = _request(server, "GET", "/api/next?rater=ann")
+    cal = [i for i in server.study.items.values() if i.phase == "calibration"]
+    main = next(i for i in server.study.items.values() if i.phase == "main")
+    status, err = _request(server, "POST", "/api/rate", {"rater": "ann", "item": main.id,
+                                                         "score": 4})
+    assert status == 409 and "calibration first: 0 of 6" in err["error"]
+    later = next(i for i in cal if i.id != state["item"]["id"])
+    status, err = _request(server, "POST", "/api/rate", {"rater": "ann", "item": later.id,
+                                                         "score": later.anchor})
+    assert status == 409 and "out of order" in err["error"]
+    assert server.db.all() == []
+    for _ in cal:  # calibration done, in the order given
+        item = state["item"]
+        status, state = _request(server, "POST", "/api/rate", {
+            "rater": "ann", "item": item["id"], "score": item["anchor"]})
+        assert status == 200
+    nxt = state["item"]
+    skipped = state["prefetch"]  # the one after next
+    status, err = _request(server, "POST", "/api/rate", {"rater": "ann", "item": skipped,
+                                                         "score": 2})
+    assert status == 409 and "out of order" in err["error"]
+    status, state = _request(server, "POST", "/api/rate", {"rater": "ann", "item": nxt["id"],
+                                                           "score": 2})
+    assert status == 200 and state["done"] == 1
+    # a resent rating of an item already rated is answered and stored once
+    status, state = _request(server, "POST", "/api/rate", {"rater": "ann", "item": nxt["id"],
+                                                           "score": 5})
+    assert status == 200 and state["done"] == 1
+    assert [r.score for r in server.db.all() if r.item == nxt["id"]] == [2]
+    assert len(server.db.all()) == len(cal) + 1
+
+
+def test_elapsed_ms_out_of_range_is_400_and_loses_nothing(server) -> None:
+    _, state = _request(server, "GET", "/api/next?rater=ann")
+    item = state["item"]
+    head = b'{"rater": "ann", "item": "%s", "score": %d, "elapsed_ms": ' % (
+        item["id"].encode(), item["anchor"])
+    for bad in (b"1e300", b"1e999", b"-1e999", b"NaN", b"Infinity", b"-5", b"1e12", b'"12"',
+                b"true", b"[1]"):
+        status, err = _request(server, "POST", "/api/rate", head + bad + b"}")
+        assert status == 400 and "elapsed_ms" in err["error"], bad
+    assert server.db.all() == []
+    assert _request(server, "GET", "/")[0] == 200
+    status, state = _request(server, "POST", "/api/rate", head + b"1234.6}")  # the retry
+    assert status == 200 and state["calibrated"] == 1
+    item = state["item"]
+    status, state = _request(server, "POST", "/api/rate", {"rater": "ann", "item": item["id"],
+                                                           "score": item["anchor"],
+                                                           "elapsed_ms": None})
+    assert status == 200
+    assert [r.elapsed_ms for r in server.db.all()] == [1234, None]
+
+
+def test_report_escapes_user_text(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("x", "y"):
+        hr = rng.integers(0, 256, (SIZE, SIZE, 3))
+        _save(tmp_path / "ref" / f"{name}.png", hr)
+        _save(tmp_path / "m1" / f"{name}.png", hr // 2)
+    dataset = "S|<i>5</i>"
+    study = create_study(tmp_path / "s", {"m1": tmp_path / "m1"}, tmp_path / "ref", lr=None,
+                         dataset=dataset, calibration=0, seed=1)
+    srv = MosServer(study, ("127.0.0.1", 0))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    raters = ["<img src=x onerror=alert(1)>", "a | b", "*bold* _it_ `c` [l](u)\\"]
+    try:
+        for i, rater in enumerate(raters):
+            _rate_all(srv, rater, lambda item, i=i: 1 + (i + len(item.image)) % 5)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    report = write_report(study.root, plot=False).read_text()
+    assert "<img" not in report and "<i>" not in report
+    assert "&lt;img src=x onerror=alert(1)&gt;" in report and "a \\| b" in report
+    assert "\\*bold\\* \\_it\\_ \\`c\\` \\[l\\](u)\\\\" in report
+    rows = [line for line in report.splitlines() if line.startswith("|")]
+    for table in ("| rater |", "| method |"):
+        start = next(i for i, line in enumerate(rows) if line.startswith(table))
+        block = [rows[start]]
+        for line in rows[start + 1:]:
+            if not line.startswith("|---") and line.startswith(("| rater", "| method", "| A ")):
+                break
+            block.append(line)
+        cells = {len(line.replace("\\|", "").split("|")) for line in block}
+        assert len(cells) == 1, block  # every row has as many columns as the header
+    assert sum(line.startswith("| &lt;img") or line.startswith("| a \\| b") for line in rows) == 2
+
+
+def test_an_early_disconnect_prints_no_traceback(server, capfd) -> None:
+    import struct
+
+    item = next(iter(server.study.items))
+    port = server.server_address[1]
+    host = f"Host: 127.0.0.1:{port}\r\n".encode()
+    partial = [b"GET / HTTP/1.1\r\n" + host + b"\r\n", b"GET /img/%s HTTP/1.1\r\n" % (
+        item.encode()) + host + b"\r\n", b"GET / HTTP/1.1\r\n", b"GET / HTTP/1.1\r\nHost: 1",
+        b"", b"POST /api/rate HTTP/1.1\r\n" + host + b"Content-Length: 10\r\n\r\n{",
+        (b"GET / HTTP/1.1\r\n" + host + b"\r\n") * 50]
+    for data in partial:
+        sock = socket.create_connection(server.server_address[:2], timeout=10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if data:
+            sock.sendall(data)
+        sock.close()  # SO_LINGER 0: a reset, as a closed tab or a dropped network gives
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert _request(server, "GET", "/")[0] == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) <= 1, err

@@ -48,6 +48,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                             "the network)")
     serve.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free one")
     serve.add_argument("--log", action="store_true", help="print every request")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="a further host name raters reach the server by (a DNS name, a "
+                            "reverse proxy's); requests naming any other Host are refused "
+                            "(repeatable)")
 
     report = sub.add_parser("report", help="MOS tables, tests and plot as Markdown")
     report.add_argument("study", type=Path)
@@ -96,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     if args.mos_command == "serve":
         from plfw.mos.server import serve
 
-        return serve(args.study, host=args.host, port=args.port, log=args.log)
+        return serve(args.study, host=args.host, port=args.port, log=args.log,
+                     allow_hosts=tuple(args.allow_host))
     from plfw.mos.report import write_report
 
     path = write_report(args.study, out=args.out, plot=not args.no_plot)

@@ -41,6 +41,27 @@ def load_scores(study: Study) -> list[Score]:
     return out
 
 
+_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|"}
+_MD_PUNCT = set("\\`*_[]~$!#")
+
+
+def md(text: str) -> str:
+    """User text (rater, method, data-set and study names) made literal in Markdown: HTML
+    characters as entities, ``|`` escaped so a table keeps its columns, Markdown's own marks
+    backslash-escaped, line breaks and other control characters as spaces."""
+    out = []
+    for c in str(text):
+        if c in _MD_ENTITIES:
+            out.append(_MD_ENTITIES[c])
+        elif c in _MD_PUNCT:
+            out.append("\\" + c)
+        elif not c.isprintable():
+            out.append(" ")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
 def _fmt(x: float, digits: int = 2) -> str:
     return "–" if math.isnan(x) else f"{x:.{digits}f}"
 
@@ -64,7 +85,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None,
     out = Path(out) if out is not None else study.root / "report.md"
     methods = [m for m in study.methods if any(s.method == m for s in scores)]
     raters = sorted({s.rater for s in scores})
-    lines = [f"# MOS report: {study.root.name}", ""]
+    lines = [f"# MOS report: {md(study.root.name)}", ""]
     lines += [f"{len(scores)} ratings by {len(raters)} rater(s) of {len(study.images)} image(s) in "
               f"{len(study.datasets)} data set(s), {len(study.methods)} versions each "
               f"(x{study.scale}). Scale: 1 bad, 2 poor, 3 fair, 4 good, 5 excellent. "
@@ -97,7 +118,7 @@ def _method_table(scores: list[Score], methods: list[str]) -> list[str]:
     for m in methods:
         mine = [s for s in scores if s.method == m]
         s = summarize([x.score for x in mine])
-        name = f"{m} (anchor)" if m in ANCHORS else m
+        name = f"{m} (anchor)" if m in ANCHORS else md(m)
         lines.append(f"| {name} | {_fmt(s.mean)} | {_ci(s)} | {_fmt(s.sd)} | {s.n} | "
                      f"{len({x.rater for x in mine})} |")
     return [*lines, ""]
@@ -105,14 +126,14 @@ def _method_table(scores: list[Score], methods: list[str]) -> list[str]:
 
 def _dataset_table(scores: list[Score], methods: list[str], datasets: list[str]) -> list[str]:
     lines = ["## MOS per data set", "", "MOS [95% CI] (ratings)", "",
-             "| method | " + " | ".join(datasets) + " |",
+             "| method | " + " | ".join(md(d) for d in datasets) + " |",
              "|---|" + "---|" * len(datasets)]
     for m in methods:
         cells = []
         for d in datasets:
             s = summarize([x.score for x in scores if x.method == m and x.dataset == d])
             cells.append("–" if s.n == 0 else f"{_fmt(s.mean)} {_ci(s)} ({s.n})")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append(f"| {md(m)} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
@@ -132,7 +153,7 @@ def _rater_table(scores: list[Score], raters: list[str]) -> list[str]:
         rho, n = consistency[r]
         if not math.isnan(rho):
             rhos.append(rho)
-        lines.append(f"| {r} | {len(mine)} | {_fmt(sum(s.score for s in mine) / len(mine))} | "
+        lines.append(f"| {md(r)} | {len(mine)} | {_fmt(sum(s.score for s in mine) / len(mine))} | "
                      f"{_fmt(rho)} | {n} | {median} |")
     lines += ["", f"Mean rho: {_fmt(sum(rhos) / len(rhos)) if rhos else '– (needs 2+ raters)'}"]
     return [*lines, ""]
@@ -154,7 +175,7 @@ def _pairwise_table(scores: list[Score], methods: list[str]) -> list[str]:
     lines += ["| A | B | pairs | pairs that differ | mean A-B | W+ | p | p (Holm) | "
               "different at 5% |", "|---|---|---|---|---|---|---|---|---|"]
     for (a, b, n, mean, test), p_adj in zip(rows, adjusted, strict=True):
-        lines.append(f"| {a} | {b} | {n} | {test.n} | {mean:+.2f} | {test.w_plus:g} | "
+        lines.append(f"| {md(a)} | {md(b)} | {n} | {test.n} | {mean:+.2f} | {test.w_plus:g} | "
                      f"{_p(test.p)} | {_p(p_adj)} | {'yes' if p_adj < 0.05 else 'no'} |")
     return [*lines, ""]
 

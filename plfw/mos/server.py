@@ -15,12 +15,23 @@ a body larger than ``MAX_BODY`` is refused unread; a client that declares more b
 sends is dropped after ``request_timeout`` seconds (408) while other raters are served on their
 own threads; a rating from a name that never opened ``/api/next`` is refused (404). A full disk
 answers 507 (the rating was not stored, nothing else changes) and the server keeps serving.
+
+Cross-site requests are refused (403): a ``Host`` that is not an address this server serves (DNS
+rebinding), an ``Origin`` other than the server's own, or a browser's ``Sec-Fetch-Site`` saying
+``cross-site`` / ``same-site`` (a form on another site posting ``text/plain`` carries them). A
+rating must be of the item the server handed out (calibration first, then the rater's order): any
+other item is refused (409) unless it is already rated (a resent rating is stored once).
+``elapsed_ms`` must be a finite number of milliseconds from 0 to ``MAX_ELAPSED_MS`` (else 400,
+nothing stored). A client that disconnects early costs no traceback in the log.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 import shutil
+import socket
 import sqlite3
 import sys
 import threading
@@ -29,7 +40,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from plfw.errors import UserError
 from plfw.mos.db import RatingsDB
@@ -39,6 +50,7 @@ from plfw.mos.study import Study, load_study
 
 MAX_BODY = 4096
 MAX_NAME = 40
+MAX_ELAPSED_MS = 10**11  # about three years: anything above is not a time a rater took
 LABELS = {1: "bad", 2: "poor", 3: "fair", 4: "good", 5: "excellent"}
 
 
@@ -56,8 +68,11 @@ class MosServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, study: Study, address: tuple[str, int] = ("127.0.0.1", 0),
-                 log: bool = False, request_timeout: float = 30.0) -> None:
+                 log: bool = False, request_timeout: float = 30.0,
+                 allow_hosts: tuple[str, ...] = ()) -> None:
         self.study = study
+        self.listen_host = address[0].strip("[]").lower()
+        self.allow_hosts = {h.strip("[]").lower() for h in allow_hosts}
         self.request_timeout = request_timeout
         self.images = (study.root / "images").resolve()
         self.db = RatingsDB(study.db_path)
@@ -66,6 +81,48 @@ class MosServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         super().__init__(address, MosHandler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """socketserver prints a traceback for any exception a request raises outside the
+        handler's own try (reading the request line or headers, flushing the answer): a client
+        that went away is not worth a line; anything else gets one."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return
+        print(f"plfw mos: request from {client_address[0]} failed: {exc!r}", file=sys.stderr)
+
+    def host_ok(self, host: str | None) -> bool:
+        """Whether a request's ``Host`` names this server: its port, and a name it is reached
+        by (the address it listens on; loopback names when it listens on loopback; any IP
+        address and this machine's names when it listens on all interfaces; ``--allow-host``).
+        A name that is not one of these is how DNS rebinding reaches a server on loopback."""
+        url = _netloc(host)
+        if url is None or url.hostname is None:
+            return False
+        try:
+            port = url.port or 80
+        except ValueError:
+            return False
+        if port != self.server_address[1]:
+            return False
+        name = url.hostname.rstrip(".")
+        if name in self.allow_hosts or name == self.listen_host:
+            return True
+        try:
+            bound = ipaddress.ip_address(self.server_address[0])
+        except ValueError:
+            return False
+        loopback = {"localhost", "127.0.0.1", "::1"}
+        if bound.is_loopback:
+            return name in loopback
+        if bound.is_unspecified:
+            try:
+                ipaddress.ip_address(name)
+                return True  # an address cannot be rebound to another machine
+            except ValueError:
+                pass
+            return name in loopback or name in _machine_names()
+        return name == str(bound)
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
@@ -73,11 +130,7 @@ class MosServer(ThreadingHTTPServer):
 
     def state(self, rater: str) -> dict[str, Any]:
         """Progress and the next item for ``rater`` (registered on first sight)."""
-        rid, index = self.db.rater(rater)
-        with self._lock:
-            order = self._orders.get(rater)
-            if order is None:
-                order = self._orders[rater] = presentation_order(self.study, rater, index)
+        rid, order = self._order(rater)
         rated = self.db.rated(rid)
         todo = [i for i in order if i not in rated]
         n_cal = len(self.study.calibration_items)
@@ -104,15 +157,44 @@ class MosServer(ThreadingHTTPServer):
             raise BadRequest("score must be an integer from 1 to 5")
         if item.phase == "calibration" and score != item.anchor:
             raise BadRequest(f"calibration item: its score is {item.anchor}")
-        elapsed = body.get("elapsed_ms")
-        if isinstance(elapsed, bool) or not isinstance(elapsed, int | float) or elapsed < 0:
-            elapsed = None
+        elapsed = check_elapsed(body.get("elapsed_ms"))
         rid = self.db.find_rater(rater)
         if rid is None:
             raise BadRequest("unknown rater: open the rating page and enter your name first",
                              HTTPStatus.NOT_FOUND)
-        self.db.add(rid, item.id, item.phase, score, None if elapsed is None else int(elapsed))
+        self._check_turn(rater, rid, item.id)
+        self.db.add(rid, item.id, item.phase, score, elapsed)
         return self.state(rater)
+
+    def _check_turn(self, rater: str, rid: int, item_id: str) -> None:
+        """Refuse (409) an item that is not the rater's next one: calibration comes first, then
+        the order the server hands out. An item already rated passes (the database keeps the
+        first rating), so a resent or double-clicked rating is harmless."""
+        rated = self.db.rated(rid)
+        if item_id in rated:
+            return
+        _, order = self._order(rater)
+        todo = [i for i in order if i not in rated]
+        if todo and todo[0] == item_id:
+            return
+        n_cal = len(self.study.calibration_items)
+        cal_done = sum(1 for i in order[:n_cal] if i in rated)
+        if cal_done < n_cal and item_id not in order[:n_cal]:
+            raise BadRequest(f"calibration first: {cal_done} of {n_cal} calibration items rated; "
+                             f"rate the item the page shows (reload it to get it)",
+                             HTTPStatus.CONFLICT)
+        raise BadRequest("out of order: this is not the item the server handed out next; "
+                         "rate the item the page shows (reload it to get it)",
+                         HTTPStatus.CONFLICT)
+
+    def _order(self, rater: str) -> tuple[int, list[str]]:
+        """(rater id, presentation order) for ``rater``, registered on first sight."""
+        rid, index = self.db.rater(rater)
+        with self._lock:
+            order = self._orders.get(rater)
+            if order is None:
+                order = self._orders[rater] = presentation_order(self.study, rater, index)
+        return rid, order
 
     def disk_full(self, exc: sqlite3.Error) -> bool:
         """Whether a database error means the study's disk is full: SQLITE_FULL, or an I/O
@@ -136,6 +218,38 @@ class MosServer(ThreadingHTTPServer):
         return path
 
 
+def check_elapsed(value: Any) -> int | None:
+    """``elapsed_ms``: absent or null, or a finite number of milliseconds from 0 to
+    ``MAX_ELAPSED_MS`` (JSON's ``1e999`` is inf, Python's parser takes ``NaN``)."""
+    if value is None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not (isinstance(value, int) or math.isfinite(value))
+            or not 0 <= value <= MAX_ELAPSED_MS):
+        raise BadRequest(f"elapsed_ms must be a number of milliseconds from 0 to "
+                         f"{MAX_ELAPSED_MS:.0e}; the rating was not stored")
+    return int(value)
+
+
+def _netloc(value: str | None) -> SplitResult | None:
+    """``host[:port]`` parsed, or None for a missing or malformed one."""
+    if not value or any(c in value for c in "/?#@\\ ") or not value.isascii():
+        return None
+    try:
+        return urlsplit("//" + value.lower())
+    except ValueError:
+        return None
+
+
+def _machine_names() -> set[str]:
+    names = {socket.gethostname().lower()}
+    try:
+        names.add(socket.getfqdn().lower())
+    except OSError:
+        pass
+    return names
+
+
 def check_rater(name: Any) -> str:
     """A rater name: 1-40 printable characters after trimming."""
     if not isinstance(name, str) or not name.strip():
@@ -144,6 +258,9 @@ def check_rater(name: Any) -> str:
     if len(name) > MAX_NAME or any(unicodedata.category(c).startswith("C") for c in name):
         raise BadRequest(f"rater name must be 1-{MAX_NAME} printable characters")
     return name
+
+
+_DEFAULT_PORT = {"http": 80, "https": 443}
 
 
 class MosHandler(BaseHTTPRequestHandler):
@@ -184,11 +301,41 @@ class MosHandler(BaseHTTPRequestHandler):
             self.log_error("internal error: %r", exc)
             self._json({"error": "internal error"}, HTTPStatus.INTERNAL_SERVER_ERROR)
 
+    def _check_host(self) -> None:
+        if not self.server.host_ok(self.headers.get("Host")):
+            self.close_connection = True
+            raise BadRequest("Host is not an address of this server; open the address "
+                             "`plfw mos serve` printed (or add --allow-host NAME)",
+                             HTTPStatus.FORBIDDEN)
+
+    def _check_same_origin(self) -> None:
+        """A request to the API must come from the rating page itself (or from no browser)."""
+        self._check_host()
+        origin = self.headers.get("Origin")
+        if origin is not None:
+            o = urlsplit(origin.strip().lower()) if origin.isascii() else None
+            h = _netloc(self.headers.get("Host"))
+            try:
+                same = (o is not None and h is not None and o.scheme in ("http", "https")
+                        and o.hostname == h.hostname and not o.path.strip("/")
+                        and (o.port or _DEFAULT_PORT[o.scheme])
+                        == (h.port or _DEFAULT_PORT[o.scheme]))
+            except ValueError:  # a port that is not a number
+                same = False
+            if not same:
+                self.close_connection = True
+                raise BadRequest("cross-origin request refused", HTTPStatus.FORBIDDEN)
+        if self.headers.get("Sec-Fetch-Site", "").strip().lower() in ("cross-site", "same-site"):
+            self.close_connection = True
+            raise BadRequest("cross-site request refused", HTTPStatus.FORBIDDEN)
+
     def _get(self) -> None:
         url = urlsplit(self.path)
+        self._check_host()
         if url.path == "/":
             self._send(PAGE.encode(), "text/html; charset=utf-8", cache="no-store")
         elif url.path == "/api/next":
+            self._check_same_origin()
             rater = parse_qs(url.query).get("rater", [None])[0]
             self._json(self.server.state(check_rater(rater)))
         elif url.path.startswith("/img/"):
@@ -209,8 +356,10 @@ class MosHandler(BaseHTTPRequestHandler):
             raise BadRequest("bad Content-Length") from None
         if not 0 <= n <= MAX_BODY:
             raise BadRequest("request body too large", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        data = self.rfile.read(n)
+        self._check_same_origin()  # after reading: the connection stays in step
         try:
-            body = json.loads(self.rfile.read(n))
+            body = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             raise BadRequest("body is not valid JSON") from None
         if not isinstance(body, dict):
@@ -240,11 +389,12 @@ class MosHandler(BaseHTTPRequestHandler):
 
 
 def serve(study_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
-          log: bool = False) -> int:
-    """Run the server until Ctrl-C; prints the URL (with the real port when ``port`` is 0)."""
+          log: bool = False, allow_hosts: tuple[str, ...] = ()) -> int:
+    """Run the server until Ctrl-C; prints the URL (with the real port when ``port`` is 0).
+    ``allow_hosts``: further names raters reach it by (a reverse proxy's, a DNS name)."""
     study = load_study(study_dir)
     try:
-        server = MosServer(study, (host, port), log=log)
+        server = MosServer(study, (host, port), log=log, allow_hosts=allow_hosts)
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
                         f"try another --port") from None
