@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from plfw.errors import UserError, suggest
+from plfw.errors import PlfwWarning, UserError, suggest
 
 __version__ = "0.1.0"
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from plfw.imresize import imresize as matlab_imresize
     from plfw.metrics import psnr_y, rgb_to_y, ssim_y
     from plfw.registry import Register, Registry
+    from plfw.stems import stem_candidates
     from plfw.subpixel import conv_after_shuffle, subpixel_weight
     from plfw.trainer import Trainer
     from plfw.weights import (
@@ -52,6 +53,7 @@ _LAZY = {
     **dict.fromkeys(("PReLU", "prelu"), "plfw.fused"),
     **dict.fromkeys(("conv_after_shuffle", "subpixel_weight"), "plfw.subpixel"),
     **dict.fromkeys(("psnr_y", "ssim_y", "rgb_to_y"), "plfw.metrics"),
+    "stem_candidates": "plfw.stems",
     **dict.fromkeys(("ImageError", "list_images", "load_image_uint8", "probe_image",
                      "show_path"), "plfw.images"),
 }
@@ -98,6 +100,7 @@ __all__ = [
     "InputSpec",
     "PReLU",
     "Packaged",
+    "PlfwWarning",
     "Register",
     "Registry",
     "Source",
@@ -125,6 +128,7 @@ __all__ = [
     "rgb_to_y",
     "show_path",
     "ssim_y",
+    "stem_candidates",
     "subpixel_weight",
     "suggest",
 ]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from plfw import __version__
-from plfw.errors import UserError
+from plfw.errors import UserError, format_plfw_warning
 
 EXIT_USER_ERROR = 2
 _SUFFIX_HELP = "<stem>, <stem>_x4, <stem>_SR, <stem>_out, ..."
@@ -21,6 +23,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from plfw.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    args.interrupt_run_dir = cfg.run_dir  # for the hint on Ctrl-C (see _interrupted)
     from plfw.evaluate import summary_table  # imports torch: after the config checks
     from plfw.trainer import Trainer
 
@@ -248,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="upscaled", help="output folder (default: ./upscaled)")
     p.add_argument("--tile", type=int, default=384, help="LR tile side (0: whole image)")
     p.add_argument("--overlap", type=int, default=32, help="LR pixels shared by tiles")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (without it they are kept and their inputs "
+                        "skipped, exit 0: a rerun finishes what an earlier run left)")
     p.add_argument("--alpha", default="bicubic", choices=["bicubic", "model", "drop"],
                    help="transparency: upscale it by MATLAB bicubic (default) or by the model, "
                         "or drop it (composite on white)")
@@ -258,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suffix", default=None,
                    help="appended to each output stem (default _x<scale>; '' for bare stems)")
     p.add_argument("--json", action="store_true",
-                   help="one JSON record per file on stdout: in, out, size, seconds, error")
+                   help="one JSON record per file on stdout: in, out, size, seconds, error, "
+                        "skipped")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_ensemble(p)
     _add_runtime(p)
@@ -302,8 +308,38 @@ def _extra_commands() -> list[Callable[[Any], None]]:
     return adders
 
 
+def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
+    """The line printed on Ctrl-C: how to go on. A run with a checkpoint continues with
+    ``plfw resume``; one stopped before its first checkpoint starts again (with --overwrite
+    once it wrote files); ``plfw ablate`` continues by running the same command again."""
+    again = shlex.join(["plfw", *argv])
+    command = getattr(args, "command", None)
+    if command == "ablate":
+        return (f"plfw: interrupted; finished jobs are kept and the others resume from their "
+                f"checkpoints when you run the same command again: {again}")
+    run_dir = getattr(args, "interrupt_run_dir", None)
+    if command not in ("train", "resume") or run_dir is None:
+        return "plfw: interrupted"
+    folder = Path(run_dir)
+    try:
+        from plfw.rundir import RunDir
+
+        run = RunDir(folder, 1)
+        has_checkpoint, wrote = run.ckpt.latest() is not None, bool(run.contents())
+    except Exception:  # noqa: BLE001 - a hint must never hide the interrupt itself
+        return "plfw: interrupted"
+    if has_checkpoint:
+        return (f"plfw: interrupted; continue from the last checkpoint with: "
+                f"{shlex.join(['plfw', 'resume', str(folder)])}")
+    if wrote and command == "train" and "--overwrite" not in argv:
+        again = shlex.join(["plfw", *argv, "--overwrite"])
+    return f"plfw: interrupted before the first checkpoint; start again with: {again}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = format_plfw_warning  # plfw's notes as one line, no source line
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     # KEY=VALUE overrides may come after options (argparse stops collecting them there)
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-")
@@ -317,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"plfw: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("plfw: interrupted", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # torchrun: one line, from rank 0
+            print(_interrupted(args, argv), file=sys.stderr)
         return 130
     except BrokenPipeError:
         os._exit(0)

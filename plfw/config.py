@@ -181,11 +181,35 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+REPLACE = "_replace"
+
+
+def _replaces(value: dict[str, Any]) -> bool:
+    """Whether a mapping carries ``_replace: true`` (replace the base's mapping, not merge)."""
+    flag = value.get(REPLACE, False)
+    if not isinstance(flag, bool):
+        raise UserError(f"{REPLACE}: expected true or false, got {flag!r}")
+    return flag
+
+
+def strip_replace(value: Any) -> Any:
+    """``value`` without the ``_replace`` keys of its mappings (at every depth)."""
+    if isinstance(value, dict):
+        return {k: strip_replace(v) for k, v in value.items() if k != REPLACE}
+    if isinstance(value, list):
+        return [strip_replace(v) for v in value]
+    return value
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge mappings; lists and scalars in ``over`` replace those in ``base``."""
+    """Deep-merge mappings; lists and scalars in ``over`` replace those in ``base``. A mapping
+    in ``over`` holding ``_replace: true`` replaces the base's mapping whole (e.g. a loss's
+    ``layers:``, which would otherwise keep the base's taps beside the child's)."""
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and _replaces(value):
+            out[key] = strip_replace(value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
@@ -200,7 +224,7 @@ def read_config_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]
     data = read_yaml(path)
     parents = data.pop("extends", None)
     if parents is None:
-        return data
+        return strip_replace(data)
     if isinstance(parents, str):
         parents = [parents]
     if not isinstance(parents, list) or not all(isinstance(p, str) and p for p in parents):
@@ -209,7 +233,10 @@ def read_config_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]
     merged: dict[str, Any] = {}
     for parent in parents:
         merged = _merge(merged, read_config_file(path.parent / str(parent), _seen + (path,)))
-    return _merge(merged, data)
+    try:
+        return strip_replace(_merge(merged, data))
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -363,7 +390,7 @@ def check_settings(cfg: Config) -> None:
 
 def build_config(data: dict[str, Any], name: str = "") -> Config:
     """Validate a plain mapping against the schema and return a typed Config."""
-    data = dict(data)
+    data = strip_replace(dict(data))  # `_replace: true` set by an override: nothing to merge
     data.pop("extends", None)
     # A phase set to null in an override or a child config removes it.
     if isinstance(data.get("phases"), dict):

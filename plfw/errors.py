@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import difflib
 import errno
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 #: errno values that mean "the disk (or the user's quota) is full"
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+_python_formatwarning = warnings.formatwarning
 
 
 class UserError(Exception):
     """A mistake the user can fix (bad config, missing file, unknown name): no traceback."""
+
+
+class PlfwWarning(UserWarning):
+    """A note for the user (files skipped, a fallback taken). The ``plfw`` command prints it
+    as one line, ``plfw: warning: ...``, without Python's file name and source line; in code
+    it is an ordinary ``UserWarning`` (filters and ``pytest.warns`` see it as one)."""
+
+
+def format_plfw_warning(message: Warning | str, category: type[Warning], filename: str,
+                        lineno: int, line: str | None = None) -> str:
+    """``warnings.formatwarning`` for plfw's own notes: one line; others as Python prints
+    them (the command installs this)."""
+    if isinstance(category, type) and issubclass(category, PlfwWarning):
+        return "plfw: warning: " + " ".join(str(message).split()) + "\n"
+    return _python_formatwarning(message, category, filename, lineno, line)
 
 
 class DiskFull(UserError):

@@ -23,6 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from plfw.errors import PlfwWarning
+
+
+class CompileFallback(PlfwWarning, RuntimeWarning):
+    """torch.compile failed; the eager function runs instead (said once, as one line)."""
+
+
 _enabled = False
 #: the compiled function; None before the first call, False once compiling failed
 _compiled: Callable[[Tensor, Tensor], Tensor] | bool | None = None
@@ -66,7 +73,7 @@ def prelu(x: Tensor, weight: Tensor) -> Tensor:
         _compiled = False
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         warnings.warn(f"compiled PReLU unavailable, using torch's ({first[:200]}); set "
-                      "train.compile=false to skip the attempt", RuntimeWarning, stacklevel=2)
+                      "train.compile=false to skip the attempt", CompileFallback, stacklevel=2)
         return F.prelu(x, weight)
 
 

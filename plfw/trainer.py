@@ -419,6 +419,10 @@ class Trainer:
         self.dir.log({"phase": self.phase.name if self.phase else "", "step": self.global_step,
                       **metrics})
         self._event("on_validation_end", step=self.global_step, metrics=metrics)
+        if self.progress:  # one line above the progress bar, as the log has it
+            tqdm.write(f"plfw: step {self.global_step} ({phase}) validation on "
+                       f"{len(self.val_pairs)} image(s): "
+                       + ", ".join(f"{k} {result[k]:.4g}" for k in self.metrics), file=sys.stderr)
         crop_grid({"bicubic": bicubic(self.cfg.scale), phase: self.sr_method()},
                   self.val_pairs[: self.cfg.train.sample_images], self.cfg.scale,
                   self.dir.output_path("samples", f"{phase}_step{self.global_step:08d}.png"))

@@ -121,8 +121,10 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
                   json_lines: bool = False, self_ensemble: bool = False
                   ) -> list[tuple[Path, str]]:
     """Upscale each input into ``out``/<stem><suffix>.<out_format> (suffix default
-    ``_x<scale>``); return the (file, reason) failures. With ``json_lines`` one JSON record
-    per file goes to stdout (in, out, size, seconds, error) and the summary to stderr.
+    ``_x<scale>``); return the (file, reason) failures. An output that exists is left alone
+    without ``overwrite`` and its input counted as skipped, not failed (a rerun finishes what
+    an earlier run left). With ``json_lines`` one JSON record per file goes to stdout (in, out,
+    size, seconds, error, skipped) and the summary to stderr.
     ``self_ensemble`` averages the model over the 8 flips and rotations
     (:mod:`plfw.ensemble`, 8x the time)."""
     if alpha not in ALPHA_MODES:
@@ -147,6 +149,7 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
     out = Path(out)
     files = _check_targets(files, out, suffix, out_format)
     failures: list[tuple[Path, str]] = []
+    skipped: list[Path] = []
     pixels, started = 0, time.perf_counter()
     net = frozen_runner(generator, out_range, rt)
     passes = len(DIHEDRAL) if self_ensemble else 1
@@ -158,13 +161,21 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
         target = _target(path, out, suffix, out_format)
         began = time.perf_counter()
         record: dict[str, Any] = {"in": show_path(path), "out": None, "size": None,
-                                  "seconds": None, "error": None}
+                                  "seconds": None, "error": None, "skipped": None}
         try:
             if path.suffix.lower() not in IMAGE_SUFFIXES and path.exists():
                 raise ImageError(f"{path}: not an image file (expected one of "
                                  f"{', '.join(sorted(IMAGE_SUFFIXES))})")
             if target.exists() and not overwrite:
-                raise UserError(f"{target} exists; pass --overwrite to replace it")
+                skipped.append(path)
+                record.update(out=show_path(target), skipped="output exists")
+                if not json_lines:
+                    tqdm.write(f"plfw: skipped {path}: {target} exists (--overwrite replaces "
+                               f"it)", file=sys.stderr)
+                record["seconds"] = round(time.perf_counter() - began, 3)
+                if json_lines:
+                    print(json.dumps(record), flush=True)
+                continue
             pic = load_picture(path)
             if pic.bits == 16 and not fp32:
                 fp32.append(frozen_runner(generator, out_range,
@@ -218,9 +229,15 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
             print(json.dumps(record), flush=True)
     outer.close()
     seconds = time.perf_counter() - started
+    written = len(files) - len(failures) - len(skipped)
     if pixels:
-        print(f"{len(files) - len(failures)} image(s), {pixels / 1e6:.2f} output megapixels in "
+        print(f"{written} image(s), {pixels / 1e6:.2f} output megapixels in "
               f"{seconds:.1f} s ({pixels / 1e6 / max(seconds, 1e-9):.3f} MP/s)", file=stdout)
-    if failures:
-        print(f"plfw: {len(failures)} of {len(files)} input(s) failed", file=sys.stderr)
+    if failures or skipped:
+        parts = [f"{written} written"]
+        if skipped:
+            parts.append(f"{len(skipped)} skipped (output exists; --overwrite replaces it)")
+        if failures:
+            parts.append(f"{len(failures)} failed")
+        print(f"plfw: {len(files)} input(s): {', '.join(parts)}", file=sys.stderr)
     return failures

@@ -67,12 +67,21 @@ class Hub:
     def cached(self) -> Path | None:
         return next((hub_cache() / n for n in self.names() if (hub_cache() / n).is_file()), None)
 
-    def fetch(self, where: str) -> Path:
+    def fetch(self, where: str, hook: str = "") -> Path:
+        """The cached or downloaded file. The error says what works from every place: the hub
+        cache (``plfw eval --metrics`` takes names only, so there it is the cache or a hook),
+        ``hook``: the ``plfw_resolve_weights`` call a plugin would answer, and a config's
+        ``weights=/path``."""
         url = self.urls if isinstance(self.urls, str) else self.urls[0]
         names, cache = self.names(), hub_cache()
         put = (f"put the file at {cache / names[0]}" if len(names) == 1
                else f"put {' or '.join(names)} into {cache}")
-        help_text = f"{put}, or set weights=/path/to/{names[0]}{self.hint}"
+        help_text = (f"{put} (torch hub's cache; TORCH_HOME=DIR moves it to DIR/hub/checkpoints)"
+                     + (f", or have a plugin answer plfw_resolve_weights({hook}) with the "
+                        f"file's path" if hook else "")
+                     + f"; in a config or override also weights=/path/to/{names[0]} on the "
+                       f"component (plfw eval --metrics takes names only: use the cache"
+                     + (" or the hook)" if hook else ")") + self.hint)
         if offline():
             raise UserError(f"{where}: weights not in the hub cache and {OFFLINE_ENV} is set; "
                             f"{help_text}")
@@ -151,6 +160,8 @@ def resolve_weights(kind: str, name: str, weights: str, *, registry: Registry | 
     if sources is None:
         return None
     if weights in sources:
+        if isinstance(source, Hub):
+            return source.fetch(where, f"kind={kind!r}, name={name!r}, weights={weights!r}")
         return source.fetch(where) if source is not None else None
     keywords = [k for k, s in sources.items() if not isinstance(s, Unavailable)]
     raise UserError(f"{where}: weights '{weights}' is not {', '.join([*keywords, 'none'])} or an "

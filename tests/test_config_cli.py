@@ -4,13 +4,17 @@ resolved config in the run directory and in checkpoints."""
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import tiny_config
 
 from plfw import cli
 from plfw.checkpoint import CheckpointDir
@@ -321,3 +325,93 @@ def test_an_existing_read_only_run_dir_is_a_one_line_error(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert str(read_only_dir) in err and "not writable" in err and "run_dir=" in err
+
+
+# ------------------------------------------------------- a newcomer's first day (issue 36)
+
+
+def _popen_plfw(*args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in SWITCHES}
+    return subprocess.Popen([sys.executable, "-m", "plfw", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_ctrl_c_prints_the_command_that_continues(tmp_path: Path) -> None:
+    """SIGINT during training ends with one line naming `plfw resume <run_dir>` (it used to be
+    `plfw: interrupted` and nothing more)."""
+    config = tiny_config(tmp_path, gan=False)
+    run = tmp_path / "run"
+    proc = _popen_plfw("train", str(config), "--quiet", "phases.srresnet.steps=100000")
+    try:
+        deadline = time.monotonic() + 240
+        while (CheckpointDir(run / "checkpoints").latest() is None and proc.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == (
+        f"plfw: interrupted; continue from the last checkpoint with: "
+        f"plfw resume {shlex.quote(str(run))}")
+
+
+def test_the_interrupt_line_for_ablate_and_before_the_first_checkpoint(tmp_path: Path) -> None:
+    parser = cli.build_parser()
+    argv = ["ablate", "study dir/ablation.yaml", "--seed", "2"]
+    line = cli._interrupted(parser.parse_args(argv), argv)
+    assert line.endswith(": plfw ablate 'study dir/ablation.yaml' --seed 2"), line
+    assert "run the same command again" in line
+    # train stopped before its first checkpoint: again, with --overwrite once it wrote files
+    argv = ["train", "my.yaml", "--quiet"]
+    args = parser.parse_args(argv)
+    args.interrupt_run_dir = str(tmp_path / "run")
+    assert cli._interrupted(args, argv).endswith("start again with: plfw train my.yaml --quiet")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("seed: 1\n")
+    assert cli._interrupted(args, argv).endswith(
+        "start again with: plfw train my.yaml --quiet --overwrite")
+    argv = ["eval", "--sr", "a", "--hr", "b"]
+    assert cli._interrupted(parser.parse_args(argv), argv) == "plfw: interrupted"
+
+
+def test_plfw_notes_are_one_line_without_a_source_line(tmp_path: Path) -> None:
+    """A dataset that skips a bad file says so in one `plfw: warning:` line, not Python's
+    `file:line: UserWarning:` followed by the source line of the warnings.warn call."""
+    config = tiny_config(tmp_path, gan=False)
+    (tmp_path / "train" / "broken.png").write_bytes(b"not a png")
+    proc = run_plfw("train", str(config), "--quiet", "phases.srresnet.steps=1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert [line for line in lines if "broken.png" in line] == [
+        line for line in lines if line.startswith("plfw: warning: hr_folder: skipped 1 of 5 "
+                                                  "files")]
+    assert len(lines) == 1 and "UserWarning" not in proc.stderr, proc.stderr
+    assert "warnings.warn" not in proc.stderr
+
+
+def test_a_child_config_can_replace_a_mapping_instead_of_merging(tmp_path: Path) -> None:
+    """`extends` merges mappings, so a child's `layers: {relu2_2: 1}` kept the base's relu5_4
+    beside it; `_replace: true` inside the child's mapping takes it as it is."""
+    base = {**TINY, "phases": {"gan": {"steps": 1, "losses": {"content": {
+        "name": "perceptual", "layers": {"relu5_4": 1.0}, "feature_scale": 0.0784}}}}}
+    write(tmp_path / "base.yaml", yaml.safe_dump(base))
+    merged = write(tmp_path / "merged.yaml", "extends: base.yaml\nphases: {gan: {losses: "
+                   "{content: {layers: {relu2_2: 0.5}}}}}\n")
+    replaced = write(tmp_path / "replaced.yaml", "extends: base.yaml\nphases: {gan: {losses: "
+                     "{content: {layers: {_replace: true, relu2_2: 0.5}}}}}\n")
+    content = load_config(merged).phases["gan"].losses["content"]
+    assert content["layers"] == {"relu5_4": 1.0, "relu2_2": 0.5}
+    content = load_config(replaced).phases["gan"].losses["content"]
+    assert content["layers"] == {"relu2_2": 0.5} and content["feature_scale"] == 0.0784
+    assert "_replace" not in to_dict(load_config(replaced, ["seed=2"])).__repr__()
+    # in a file without extends, or set by an override, there is nothing to merge: dropped
+    assert load_config(tmp_path / "base.yaml", [
+        "phases.gan.losses.content.layers={_replace: true, relu1_2: 1}"]).phases[
+            "gan"].losses["content"]["layers"] == {"relu1_2": 1}
+    bad = write(tmp_path / "bad.yaml", "extends: base.yaml\nphases: {gan: {losses: "
+                "{content: {layers: {_replace: maybe, relu2_2: 0.5}}}}}\n")
+    with pytest.raises(UserError, match=r"bad\.yaml: _replace: expected true or false"):
+        load_config(bad)

@@ -265,6 +265,29 @@ def test_paired_mismatches(tmp_path: Path) -> None:
         paired(tmp_path / "HR", tmp_path / "LR", on_error="raise", cache=False)
 
 
+def test_paired_folders_match_div2k_style_lr_names(tmp_path: Path) -> None:
+    """DIV2K names its LR images 0001x4.png; others 0001_x4, 0001_LR, baby_LR_x4: each pairs
+    with its HR (they were all 'no LR image named 0001.*'), an exact stem still wins, and
+    two LR names for one HR image are reported, not guessed."""
+    names = {"0001": "0001x4", "0002": "0002_x4", "0003": "0003_LR", "baby": "baby_LR_x4",
+             "img_001": "img_001_SRF_4_LR", "0004": "0004"}
+    (tmp_path / "HR").mkdir()
+    for i, (hr_stem, lr_stem) in enumerate(names.items()):
+        write(tmp_path / "LR" / f"{lr_stem}.png", 6, 5, seed=i)
+        Image.open(tmp_path / "LR" / f"{lr_stem}.png").resize(
+            (20, 24), Image.Resampling.NEAREST).save(tmp_path / "HR" / f"{hr_stem}.png")
+    write(tmp_path / "LR" / "0004x4.png", 6, 5, seed=99)  # the exact 0004.png wins
+    ds = paired(tmp_path / "HR", tmp_path / "LR", crop=0, augment=False)
+    assert len(ds) == len(names)
+    for i, (lr, hr) in enumerate(ds):
+        assert torch.equal(hr[:, ::4, ::4], lr), ds.names[i]
+    assert sorted(ds.names) == sorted(names)
+    write(tmp_path / "LR" / "0001_LR.png", 6, 5)  # a second LR name for 0001
+    with pytest.warns(UserWarning, match=r"skipped 1 of 6.*0001\.png: several LR images match "
+                                         r"it \(0001_LR\.png, 0001x4\.png\)"):
+        assert len(paired(tmp_path / "HR", tmp_path / "LR", crop=0)) == 5
+
+
 # --- real data --------------------------------------------------------------------------------
 
 

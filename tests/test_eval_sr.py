@@ -35,6 +35,16 @@ def test_base_stem_strips_only_known_suffixes(stem: str, base: str) -> None:
     assert base_stem(stem) == base
 
 
+@pytest.mark.parametrize("stem,base", [
+    ("0001x4", "0001"), ("0001X2", "0001"), ("0001_x4", "0001"), ("0001_LR", "0001"),
+    ("baby_LR_x4", "baby"), ("img_001_SRF_4_LR", "img_001"), ("0001-lrbi", "0001"),
+    ("x4", "x4"), ("baby", "baby"), ("baby_x4_SR", "baby_x4_SR"), ("lr_baby", "lr_baby"),
+])
+def test_base_stem_strips_lr_suffixes_for_lr_images(stem: str, base: str) -> None:
+    assert base_stem(stem, lr=True) == base
+    assert base_stem("0001x4") == "0001x4"  # SR outputs keep the separator rule
+
+
 def test_match_stems_prefers_exact_names_and_refuses_two_candidates() -> None:
     files = {s: Path(f"{s}.png") for s in ("a", "a_x4", "b_x4", "c_SR", "zebra_x4")}
     assert match_stems(["a", "b", "c"], files, "dir") == {

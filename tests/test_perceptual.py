@@ -267,3 +267,49 @@ def test_unknown_tap_and_small_image_are_one_line_errors() -> None:
     metric = plfw.build("metric", {"name": "st_lpips_alex", "border": 4})
     with pytest.raises(UserError, match="too small"):
         metric(torch.rand(3, 36, 36), torch.rand(3, 36, 36))
+
+
+def test_offline_message_from_plfw_eval_says_what_works_there(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`plfw eval --metrics lpips_alex` offline said 'set weights=/path', which eval cannot
+    pass. It names the metric, the hub-cache file, TORCH_HOME, the plfw_resolve_weights call
+    a plugin answers, and that --metrics takes names only; the hook it names then works."""
+    from plfw.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("PLFW_OFFLINE", "1")
+    for folder in ("hr", "sr"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray((photo()[:, :64, :64].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+                        ).save(tmp_path / folder / "a.png")
+    argv = ["eval", "--sr", str(tmp_path / "sr"), "--hr", str(tmp_path / "hr"), "--scale", "4",
+            "--metrics", "psnr_y,lpips_alex"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("plfw: error: metric 'lpips_alex' (its "
+                                                   "feature_extractor 'alexnet'): ")
+    cache = tmp_path / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    assert f"put the file at {cache}" in err and "TORCH_HOME=DIR" in err
+    hook = "plfw_resolve_weights(kind='feature_extractor', name='alexnet', weights='torchvision')"
+    assert hook in err and "plfw eval --metrics takes names only" in err
+    file = tmp_path / "alexnet.pth"
+    torch.save({f"features.{k}": v for k, v in _random_features("alexnet").state_dict().items()},
+               file)
+    (tmp_path / "offline_alexnet_plugin.py").write_text(textwrap.dedent(f"""
+        import plfw
+
+        @plfw.hookimpl
+        def plfw_resolve_weights(kind, name, weights):
+            if (kind, name, weights) == ("feature_extractor", "alexnet", "torchvision"):
+                return {str(file)!r}
+            return None
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PLFW_PLUGINS", "offline_alexnet_plugin")
+    get_plugins(reload=True)
+    try:
+        assert main([*argv, "--json"]) == 0
+    finally:
+        monkeypatch.delenv("PLFW_PLUGINS")
+        get_plugins(reload=True)

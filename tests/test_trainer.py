@@ -281,3 +281,21 @@ def test_resume_after_an_architecture_edit_is_one_line(tmp_path: Path,
     assert main(["resume", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not fit this config" in err[0] and "size mismatch" in err[0]
+
+
+def test_each_validation_prints_one_line(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Validation scores reach the terminal while training (they were only in metrics.jsonl):
+    one line per validation, step, phase and metrics; none with progress off (--quiet)."""
+    path = tiny_config(tmp_path, gan=False)
+    Trainer(load_config(path, ["train.val_every=2", "phases.srresnet.steps=4"])).fit()
+    lines = [line for line in capsys.readouterr().err.splitlines() if "validation" in line]
+    assert len(lines) == 2, lines
+    for line, step in zip(lines, (2, 4), strict=True):
+        assert line.startswith(f"plfw: step {step} (srresnet) validation on 2 image(s): "
+                               f"psnr_y "), line
+        assert ", ssim_y 0." in line and "\r" not in line
+    logged = [r for r in _records(tmp_path / "run") if "val_psnr_y" in r]
+    assert f"psnr_y {logged[0]['val_psnr_y']:.4g}," in lines[0]
+    Trainer(load_config(path, ["run_dir=" + str(tmp_path / "quiet")]), progress=False).fit()
+    assert "validation" not in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,33 @@ def test_a_read_only_out_folder_is_one_line_before_the_model_loads(
     for out in (read_only_dir, read_only_dir / "new" / "folder"):
         code, err = _upscale(capsys, str(_tiny_png(tmp_path / "a.png")), "--out", str(out))
         assert code == 2 and err.count("\n") == 1 and "not writable" in err, err
+
+
+def test_a_rerun_skips_existing_outputs_and_exits_0(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Rerunning upscale without --overwrite (to finish an interrupted folder) counted every
+    existing output as a failure (exit 1): now they are skipped, said in the summary, exit 0;
+    only real failures make exit 1."""
+    photos = tmp_path / "photos"
+    first = _tiny_png(photos / "a.png")
+    out = tmp_path / "out"
+    code, err = _upscale(capsys, str(first), "--out", str(out))
+    assert code == 0, err
+    done = (out / "a_x4.png").read_bytes()
+    _tiny_png(photos / "b.png", (200, 10, 10))
+    code, err = _upscale(capsys, str(photos), "--out", str(out))
+    assert code == 0, err
+    assert (out / "a_x4.png").read_bytes() == done and (out / "b_x4.png").is_file()
+    assert err.strip().splitlines()[-1] == (
+        "plfw: 2 input(s): 1 written, 1 skipped (output exists; --overwrite replaces it)")
+    assert "a.png" in err and "exists" in err
+    (photos / "c.png").write_text("not an image")
+    code, err = _upscale(capsys, str(photos), "--out", str(out))
+    assert code == 1 and err.strip().splitlines()[-1] == (
+        "plfw: 3 input(s): 0 written, 2 skipped (output exists; --overwrite replaces it), "
+        "1 failed"), err
+    main(["upscale", str(photos / "a.png"), "--out", str(out), "--model", "srresnet",
+          "--quiet", "--device", "cpu", "--json"])
+    record = json.loads(capsys.readouterr().out.strip())
+    assert record["skipped"] == "output exists" and record["error"] is None
+    assert record["out"] == str(out / "a_x4.png")

@@ -135,7 +135,7 @@ def test_webp_jpg_quality_suffix_and_json_records(tmp_path: Path,
         assert Path(r["out"]).name == Path(r["in"]).stem + ".jpg"
         assert Image.open(r["out"]).format == "JPEG"
     assert records[2]["out"] is None and "c.png" in records[2]["error"]
-    assert set(records[0]) == {"in", "out", "size", "seconds", "error"}
+    assert set(records[0]) == {"in", "out", "size", "seconds", "error", "skipped"}
     assert main(["upscale", inputs[1], "--out", str(tmp_path / "webp"), "--out-format", "webp",
                  "--suffix", "_sr", *BASE]) == 0
     webp = Image.open(tmp_path / "webp" / "b_sr.webp")

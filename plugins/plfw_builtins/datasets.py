@@ -31,12 +31,14 @@ from torch.utils.data import Dataset
 import plfw
 from plfw import (
     ImageError,
+    PlfwWarning,
     UserError,
     bicubic_downscale_uint8,
     list_images,
     load_image_uint8,
     probe_image,
     show_path,
+    stem_candidates,
     suggest,
 )
 
@@ -62,7 +64,9 @@ class HRFolderParams:
 
 @dataclass
 class PairedFoldersParams:
-    """HR and LR folders paired by file stem (``HR/x.png`` with ``LR/x.png`` or ``LR/x.jpg``)."""
+    """HR and LR folders paired by file stem: ``HR/0001.png`` with ``LR/0001.png`` (any
+    image extension) or, when no LR file has the exact stem, one named with a scale tag or an
+    LR word: ``0001x4`` (DIV2K), ``0001_x4``, ``0001_LR``, ``0001_LR_x4`` (``plfw.stems``)."""
 
     hr_root: str = MISSING
     lr_root: str = MISSING
@@ -150,7 +154,7 @@ class _SRDataset(Dataset):
                             + (f" ({self._summary(bad, len(bad))})" if bad else ""))
         if bad:
             warnings.warn(f"{self.name}: {self._summary(bad, len(good) + len(bad))}",
-                          stacklevel=3)
+                          PlfwWarning, stacklevel=3)
         self.entries = good
         self._cache = cached if cache else None
         self._bad_at_runtime: set[int] = set()
@@ -192,7 +196,7 @@ class _SRDataset(Dataset):
                 if self.on_error == "raise":
                     raise
                 self._bad_at_runtime.add(i)
-                warnings.warn(f"{self.name}: skipping {exc}", stacklevel=2)
+                warnings.warn(f"{self.name}: skipping {exc}", PlfwWarning, stacklevel=2)
                 usable = [j for j in range(len(self.entries)) if j not in self._bad_at_runtime]
                 if not usable:
                     raise UserError(f"{self.name}: no usable images left in {self.where}") from None
@@ -257,17 +261,20 @@ class PairedFolders(_SRDataset):
 
     def __init__(self, p: PairedFoldersParams) -> None:
         _check_common(self.name, p.scale, p.crop, p.repeat, p.on_error)
-        lr_by_stem: dict[str, list[Path]] = {}
-        for path in list_images(p.lr_root):
-            lr_by_stem.setdefault(path.stem, []).append(path)
+        hrs = list_images(p.hr_root)
+        lr_by_stem = stem_candidates([hr.stem for hr in hrs],
+                                     [(path.stem, path) for path in list_images(p.lr_root)],
+                                     lr=True)
         entries, rejected = [], []
-        for hr in list_images(p.hr_root):
+        for hr in hrs:
             lrs = lr_by_stem.get(hr.stem, [])
             if len(lrs) == 1:
                 entries.append((hr, lrs[0]))
             elif not lrs:
-                rejected.append((hr, f"no LR image named {show_path(hr.stem)}.* in "
-                                     f"{show_path(p.lr_root)}"))
+                stem = show_path(hr.stem)
+                rejected.append((hr, f"no LR image named {stem}, {stem}x{p.scale}, "
+                                     f"{stem}_x{p.scale}, {stem}_LR or the like (any image "
+                                     f"extension) in {show_path(p.lr_root)}"))
             else:
                 names = ", ".join(show_path(x.name) for x in lrs)
                 rejected.append((hr, f"several LR images match it ({names})"))

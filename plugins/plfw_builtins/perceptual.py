@@ -303,11 +303,13 @@ def torchvision_file(arch: str) -> tuple[str, Path]:
 
 
 def build_trunk(arch_name: str, taps: Sequence[str] | None, weights: str,
-                registry: Registry | None = None) -> tuple[Trunk, dict[str, Tensor]]:
+                registry: Registry | None = None, where: str = ""
+                ) -> tuple[Trunk, dict[str, Tensor]]:
     """A frozen trunk with ``weights`` (``none``, its keyword or a file, looked up as
-    plfw.weights does) and the LPIPS head weights found in the same file (ST-LPIPS layout)."""
+    plfw.weights does) and the LPIPS head weights found in the same file (ST-LPIPS layout).
+    ``where`` names what the user asked for in messages (a metric built on this trunk)."""
     arch = ARCHS[arch_name]
-    where = f"{KIND} '{arch_name}'"
+    where = where or f"{KIND} '{arch_name}'"
     if weights == "none":
         return Trunk(arch, taps), {}
     path = resolve_weights(KIND, arch_name, weights, registry=registry,
@@ -539,7 +541,8 @@ def lpips_net(metric: str, weights: str = "default",
     trunk_name, head_file = LPIPS_METRICS[metric]
     where = f"metric '{metric}'"
     keyword = ARCHS[trunk_name].weights if weights == "default" else weights
-    trunk, heads = build_trunk(trunk_name, None, keyword, registry)
+    trunk, heads = build_trunk(trunk_name, None, keyword, registry,
+                               f"{where} (its {KIND} '{trunk_name}')")
     if head_file is None:  # ST-LPIPS: the heads ship in the same file as the trunk
         path = stlpips_file("alex" if "alex" in trunk_name else "vgg", where)
         if not heads:  # the trunk came from elsewhere (none, or another file)
@@ -560,7 +563,8 @@ def build_lpips_metric(metric: str, p: PerceptualMetricParams,
 def build_dists(p: PerceptualMetricParams, registry: Registry | None = None) -> DISTSMetric:
     where = "metric 'dists'"
     weights = "torchvision" if p.weights == "default" else p.weights
-    trunk, _ = build_trunk("dists_vgg16", None, weights, registry)
+    trunk, _ = build_trunk("dists_vgg16", None, weights, registry,
+                           f"{where} (its {KIND} 'dists_vgg16')")
     path = Packaged("DISTS_pytorch", "weights.pt", INSTALL).fetch(where)
     raw = read_weights(path, where)
     if "alpha" not in raw or "beta" not in raw:
