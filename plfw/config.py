@@ -38,6 +38,11 @@ class PhaseSettings:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     milestones: list[int] = field(default_factory=list)  # phase steps where lr *= gamma
     gamma: float = 0.1
+    optimizer: str = "adam"  # adam | adamw (decoupled weight decay, Loshchilov & Hutter 2019)
+    weight_decay: float = 0.0  # adamw's decay (adam: must stay 0)
+    schedule: str = "step"  # step (milestones x gamma) | cosine (to min_lr at the last step)
+    warmup: int = 0  # phase steps of linear warm-up from lr / warmup, before the schedule
+    min_lr: float = 0.0  # cosine's final lr
     losses: Any = None  # {label: {name, weight, **params}}; null = {pixel: {name: mse}}
     discriminator: Any = None  # a discriminator spec turns on adversarial training
     d_lr: float | None = None  # defaults to lr
@@ -381,6 +386,17 @@ def check_settings(cfg: Config) -> None:
         if ps.d_lr is not None:
             _check_number(f"{where}.d_lr", ps.d_lr)
         _check_number(f"{where}.gamma", ps.gamma)
+        _check_number(f"{where}.weight_decay", ps.weight_decay)
+        _check_number(f"{where}.min_lr", ps.min_lr)
+        if ps.optimizer not in ("adam", "adamw"):
+            raise UserError(f"{where}.optimizer: expected adam or adamw, got {ps.optimizer!r}")
+        if ps.optimizer == "adam" and ps.weight_decay:
+            raise UserError(f"{where}.weight_decay: set optimizer: adamw for weight decay "
+                            "(Adam's L2 decay is not offered: it interacts with the moments)")
+        if ps.schedule not in ("step", "cosine"):
+            raise UserError(f"{where}.schedule: expected step or cosine, got {ps.schedule!r}")
+        if ps.warmup < 0:
+            raise UserError(f"{where}.warmup: expected steps >= 0, got {ps.warmup}")
         if any(m < 0 for m in ps.milestones):
             raise UserError(f"{where}.milestones: expected phase steps >= 0, got "
                             f"{ps.milestones}")

@@ -5,6 +5,7 @@ build through these functions, so the benchmark times the very step that trainin
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +35,41 @@ class Phase:
     sched_d: torch.optim.lr_scheduler.LRScheduler | None
 
 
-def make_adam(params: Any, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
-    """Adam as the step expects it: fused, so skipping a bad update needs no host sync."""
+def make_optimizer(params: Any, lr: float, ps: PhaseSettings) -> torch.optim.Optimizer:
+    """Adam or AdamW as the step expects them: fused, so skipping a bad update needs no host
+    sync (fused kernels honour ``found_inf``)."""
+    betas = (float(ps.betas[0]), float(ps.betas[1]))
+    if ps.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=ps.weight_decay,
+                                 fused=True)
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+
+
+class LrFactor:
+    """The lr multiplier at a phase step: linear warm-up, then step decay or cosine. A class,
+    not a lambda, so it is plain data (a scheduler's state dict keeps no code)."""
+
+    def __init__(self, ps: PhaseSettings, base_lr: float) -> None:
+        self.warmup, self.steps = ps.warmup, max(ps.steps, 1)
+        self.schedule, self.milestones, self.gamma = ps.schedule, sorted(ps.milestones), ps.gamma
+        self.floor = ps.min_lr / base_lr if base_lr > 0 else 0.0
+
+    def __call__(self, step: int) -> float:
+        ramp = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
+        if self.schedule == "cosine":
+            span = max(self.steps - self.warmup, 1)
+            t = min(max(step - self.warmup, 0) / span, 1.0)
+            return ramp * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * t)))
+        return ramp * self.gamma ** sum(step >= m for m in self.milestones)
+
+
+def make_schedule(opt: torch.optim.Optimizer, ps: PhaseSettings, base_lr: float
+                  ) -> torch.optim.lr_scheduler.LRScheduler:
+    """The paper's step decay as before (MultiStepLR, same checkpoint state); warm-up or
+    cosine through :class:`LrFactor`."""
+    if ps.schedule == "step" and not ps.warmup:
+        return torch.optim.lr_scheduler.MultiStepLR(opt, ps.milestones, ps.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(opt, LrFactor(ps, base_lr))
 
 
 def generator_spec(registry: Registry, cfg: Config) -> dict[str, Any]:
@@ -103,12 +136,12 @@ def build_phase(name: str, ps: PhaseSettings, generator: nn.Module, rt: Runtime,
         fix = "add a discriminator" if disc is None else "add an adversarial loss"
         raise UserError(f"phases.{name}: an adversarial loss and a discriminator go "
                         f"together; {fix}")
-    opt_g = make_adam(generator.parameters(), ps.lr, tuple(ps.betas))
-    sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, ps.milestones, ps.gamma)
+    opt_g = make_optimizer(generator.parameters(), ps.lr, ps)
+    sched_g = make_schedule(opt_g, ps, ps.lr)
     opt_d = sched_d = None
     if disc is not None:
-        opt_d = make_adam(disc.parameters(), ps.d_lr or ps.lr, tuple(ps.betas))
-        sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, ps.milestones, ps.gamma)
+        opt_d = make_optimizer(disc.parameters(), ps.d_lr or ps.lr, ps)
+        sched_d = make_schedule(opt_d, ps, ps.d_lr or ps.lr)
     return Phase(name, ps, losses, weights, adversarial, disc, opt_g, opt_d, sched_g, sched_d)
 
 
