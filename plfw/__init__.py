@@ -15,7 +15,7 @@ import pluggy
 
 from plfw.errors import PlfwWarning, UserError, suggest
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 hookimpl = pluggy.HookimplMarker("plfw")
 
