@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import helpers
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,3 +74,22 @@ def _fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     import plfw.plugins
 
     monkeypatch.setattr(plfw.plugins, "_CACHE", None)
+
+
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(helpers.CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1000,800",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let selenium fetch a driver or browser
+    driver = webdriver.Chrome(service=Service(str(helpers.CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(20)
+    yield driver
+    driver.quit()

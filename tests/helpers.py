@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -66,3 +68,21 @@ def fill_disk(disk: Path) -> Path:
             if exc.errno != errno.ENOSPC:
                 raise
     return filler
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+#: marks of a test that drives headless Chromium (the ``browser`` fixture in conftest.py)
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                       reason="needs Debian's chromium and chromium-driver"),
+    pytest.mark.skipif(importlib.util.find_spec("selenium") is None,
+                       reason="needs the selenium package"),
+]
+
+
+def browser_test(test):  # noqa: ANN001, ANN201 - a decorator over any test function
+    """Apply :data:`BROWSER_MARKS` to one test (the others of its module need no browser)."""
+    for mark in BROWSER_MARKS:
+        test = mark(test)
+    return test

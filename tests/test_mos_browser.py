@@ -4,24 +4,16 @@ chromium-driver and the selenium package; skips cleanly without them (`.ci/run` 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import BROWSER_MARKS
 from PIL import Image
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-                       reason="needs Debian's chromium and chromium-driver"),
-    pytest.mark.skipif(importlib.util.find_spec("selenium") is None,
-                       reason="needs the selenium package"),
-]
+pytestmark = BROWSER_MARKS  # the `browser` fixture is in conftest.py
 
 QUALITY = {"nearest": 1, "m1": 2, "m2": 4, "original": 5}
 
@@ -44,25 +36,6 @@ def served(tmp_path: Path):
     yield server
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1000,800",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    monkeypatch.setenv("SE_OFFLINE", "true")  # never let selenium fetch a driver or browser
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(20)
-    yield driver
-    driver.quit()
 
 
 def _wait(driver, script: str, previous=None, timeout: float = 10.0):
