@@ -150,20 +150,27 @@ def setting(ab: Ablation, metrics: list[MetricInfo], scores: Scores, pool: Pool,
     return out
 
 
-def curves(ab: Ablation, scores: Scores, metric: str, pool: Pool
-           ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-    """Per run, its points in the perception-distortion plane: (PSNR, metric) matrices per
-    sweep point, over the same jobs."""
+def labelled_curves(ab: Ablation, scores: Scores, metric: str, pool: Pool
+                    ) -> dict[str, list[tuple[Point, np.ndarray, np.ndarray]]]:
+    """Per run, its points in the perception-distortion plane: the sweep point and its (PSNR,
+    metric) matrices over the same jobs."""
     out = {}
     for run in ab.runs:
         pts = []
         for p in ab.points:
             x, y = (matrix(ab, scores, run, p, k, pool) for k in (PSNR, metric))
             if x is not None and y is not None and x.shape == y.shape:
-                pts.append((x, y))
+                pts.append((p, x, y))
         if pts:
             out[run] = pts
     return out
+
+
+def curves(ab: Ablation, scores: Scores, metric: str, pool: Pool
+           ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """:func:`labelled_curves` as :mod:`plfw.stats` takes them: (PSNR, metric) per point."""
+    return {run: [(x, y) for _, x, y in pts]
+            for run, pts in labelled_curves(ab, scores, metric, pool).items()}
 
 
 def matched(ab: Ablation, metrics: list[MetricInfo], scores: Scores, pool: Pool,
@@ -178,7 +185,8 @@ def matched(ab: Ablation, metrics: list[MetricInfo], scores: Scores, pool: Pool,
     for m in metrics:
         if m.label == PSNR:
             continue
-        cs = curves(ab, scores, m.label, pool)
+        labelled = labelled_curves(ab, scores, m.label, pool)
+        cs = {run: [(x, y) for _, x, y in pts] for run, pts in labelled.items()}
         base = ab.spec.baseline
         entry: dict[str, Any] = {
             "higher_is_better": m.higher_is_better,
@@ -187,9 +195,8 @@ def matched(ab: Ablation, metrics: list[MetricInfo], scores: Scores, pool: Pool,
                               "psnr_seeds": seed_interval(x, conf),
                               "metric_seeds": seed_interval(y, conf),
                               "point": point_label(p), "seeds": int(x.shape[0])}
-                             for (x, y), p in zip(pts, _points_of(ab, scores, run, m.label,
-                                                                   pool), strict=True)]
-                       for run, pts in cs.items()},
+                             for p, x, y in pts]
+                       for run, pts in labelled.items()},
             "levels": [], "difference": {}, "dominance": {}}
         if base in cs and len(cs) > 1 and len(ab.points) > 1:
             lv = stats.common_levels(cs, levels)
@@ -211,16 +218,6 @@ def matched(ab: Ablation, metrics: list[MetricInfo], scores: Scores, pool: Pool,
                                            stats.NOT_SEPARATED)
         out[m.label] = entry
     return out
-
-
-def _points_of(ab: Ablation, scores: Scores, run: str, metric: str, pool: Pool) -> list[Point]:
-    """The sweep points that :func:`curves` kept for ``run``, in the same order."""
-    kept = []
-    for p in ab.points:
-        x, y = (matrix(ab, scores, run, p, k, pool) for k in (PSNR, metric))
-        if x is not None and y is not None and x.shape == y.shape:
-            kept.append(p)
-    return kept
 
 
 def primary(ab: Ablation, metrics: list[MetricInfo], scores: Scores,

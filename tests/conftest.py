@@ -29,19 +29,24 @@ def _own_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("PLFW_CACHE_DIR", str(tmp_path_factory.mktemp("plfw-cache")))
 
 
+def _tmpfs(folder: Path, options: str, what: str) -> Iterator[Path]:
+    """A tmpfs mounted on ``folder`` for the test (root and mount permission, else a skip)."""
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount {what} tmpfs here: {done.stderr.strip()[:120]}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 2 MiB tmpfs to fill up (needs root and mount permission; skipped otherwise)."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a size-limited tmpfs here: {done.stderr.strip()[:120]}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    yield from _tmpfs(mnt, "size=2m,mode=0755", "a size-limited")
 
 
 @pytest.fixture
@@ -58,14 +63,7 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
         finally:
             folder.chmod(0o755)
         return
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.strip()[:120]}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+    yield from _tmpfs(folder, "ro,size=1m", "a read-only")
 
 
 @pytest.fixture(autouse=True)
