@@ -31,7 +31,14 @@ RUNTIME_KEYS = {"train": ("device", "threads", "compile", "log_every", "val_ever
 
 
 def _learned(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a resolved config that decides what a run learns (not where it lives)."""
+    """The part of a resolved config that decides what a run learns (not where it lives).
+
+    A config saved by an older plfw is read through today's schema first, so a setting added
+    since then counts at its default (which keeps the old behaviour) instead of as a change."""
+    try:
+        config = config_mod.to_dict(config_mod.build_config(config))
+    except (UserError, TypeError, ValueError):
+        pass  # not a config this plfw can read: compared as written, so it differs
     out = {k: v for k, v in config.items() if k not in ("run_dir", "name", "curve")}
     for section, keys in RUNTIME_KEYS.items():
         if isinstance(out.get(section), dict):

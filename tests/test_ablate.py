@@ -168,6 +168,15 @@ def test_changed_config_is_refused(tmp_path: Path) -> None:
     state = {"config": config, "finished": True, "train_seconds": 1.0}
     (job.run_dir / "ablate.json").write_text(json.dumps(state))
     assert train_job(ab, job, log=lambda _: None) == "skipped"
+    phase = next(iter(config["phases"].values()))
+    del phase["optimizer"], phase["warmup"]  # written by a plfw before these settings existed
+    (job.run_dir / "ablate.json").write_text(json.dumps({**state, "config": config}))
+    assert train_job(ab, job, log=lambda _: None) == "skipped"
+    phase["warmup"] = 5  # a setting that exists now and differs from its default does count
+    (job.run_dir / "ablate.json").write_text(json.dumps({**state, "config": config}))
+    with pytest.raises(UserError, match="changed since it was trained"):
+        train_job(ab, job, log=lambda _: None)
+    phase["warmup"] = 0
     config["seed"] += 1  # what it learns may not
     (job.run_dir / "ablate.json").write_text(json.dumps({**state, "config": config}))
     with pytest.raises(UserError, match="changed since it was trained"):
