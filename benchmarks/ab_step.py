@@ -5,7 +5,7 @@
 
 ``plfw bench`` compares plfw's step with a plain reference; this compares two variants of
 plfw's own step (runtime settings ``precision``, ``channels_last``, ``compile``), built by the
-trainer's code (:func:`plfw.step.build_step`, batch 16 of 96x96 unless told otherwise) and run
+trainer's code (:func:`plfw.assembly.bench_step`, batch 16 of 96x96 unless told otherwise) and run
 a, b, a, b, ... so that both see the same load. It prints the medians, their ratio and the
 median ratio of neighbouring steps ("paired"). docs/bench.md quotes its output.
 """
@@ -20,11 +20,13 @@ from typing import Any
 
 import torch
 
-from plfw.bench import DEFAULT_CONFIG, phase_for, timed
+from plfw.assembly import bench_step
+from plfw.bench.command import DEFAULT_CONFIG
+from plfw.bench.timing import phase_for, timed
 from plfw.config import load_config
 from plfw.errors import UserError
+from plfw.plugins import load_plugins
 from plfw.runtime import make_runtime
-from plfw.step import build_step
 
 SETTINGS = ("precision", "channels_last", "compile")
 
@@ -50,7 +52,8 @@ def compare(step_name: str, a: dict[str, str], b: dict[str, str], repeats: int, 
     for variant in (a, b):
         rt = make_runtime("cpu", variant["precision"], variant["channels_last"],
                           variant["compile"], 0)
-        step, call = build_step(cfg, phase_for(cfg, step_name), rt, batch, crop)
+        step, call = bench_step(load_plugins().registry, cfg, phase_for(cfg, step_name), rt,
+                                batch, crop)
         calls.append(call)
         settings.append({"bf16": rt.bf16, "channels_last": rt.channels_last,
                          "compile": rt.compile, "compiled_prelu": step.fused})

@@ -16,7 +16,7 @@ What is timed, per step kind (all on one fixed random batch, weights random):
   only accepts 128 or 256 pixels, hence the default crop; L1 pixel loss, VGG19 conv5_4 L1
   perceptual loss, vanilla GAN loss 5e-3; Adam; EMA 0.999). fp32, NCHW: BasicSR has no
   mixed-precision training option.
-- ``plfw fp32``: plfw's own step (:func:`plfw.step.build_step`) for the paper's SRGAN config
+- ``plfw fp32``: plfw's own step (:func:`plfw.assembly.bench_step`) for the paper's SRGAN config
   (SRResNet with batch norm, the paper's discriminator, VGG54), forced to fp32.
 - ``plfw auto``: the same with ``precision``/``channels_last`` as ``auto`` picks them here.
 
@@ -42,10 +42,12 @@ from typing import Any
 
 import torch
 
-from plfw.bench import DEFAULT_CONFIG, count_flops, machine, phase_for, timed
+from plfw.assembly import bench_step
+from plfw.bench.command import DEFAULT_CONFIG
+from plfw.bench.timing import count_flops, machine, phase_for, timed
 from plfw.config import load_config
+from plfw.plugins import load_plugins
 from plfw.runtime import make_runtime
-from plfw.step import build_step
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -114,7 +116,8 @@ def basicsr_step(bsr: Any, gan: bool, batch: int, crop: int) -> Callable[[], Any
 def plfw_step(gan: bool, precision: str, batch: int, crop: int) -> Callable[[], Any]:
     cfg = load_config(DEFAULT_CONFIG, [])  # the paper's SRGAN-VGG54, as plfw bench times it
     rt = make_runtime("auto", precision, "auto", "auto")  # as plfw train: PReLU compiled
-    _, call = build_step(cfg, phase_for(cfg, "srgan" if gan else "mse"), rt, batch, crop)
+    phase = phase_for(cfg, "srgan" if gan else "mse")
+    _, call = bench_step(load_plugins().registry, cfg, phase, rt, batch, crop)
     return call
 
 

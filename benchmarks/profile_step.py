@@ -5,7 +5,7 @@
                                       [--compile auto|false|activations]
                                       [--config CONFIG] [--batch 16] [--crop 96]
 
-The step is the one ``plfw bench`` times (:func:`plfw.step.build_step` on the paper's SRGAN
+The step is the one ``plfw bench`` times (:func:`plfw.assembly.bench_step` on the paper's SRGAN
 config, batch 16 of 96x96 unless told otherwise), warmed up, then profiled over ``--repeats``
 steps. Operators are grouped into the classes that decide what can still be won: convolutions
 (forward and backward: FLOP-bound), batch norm, activations, pixel shuffle and copies
@@ -25,10 +25,12 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from plfw.bench import DEFAULT_CONFIG, phase_for
+from plfw.assembly import bench_step
+from plfw.bench.command import DEFAULT_CONFIG
+from plfw.bench.timing import phase_for
 from plfw.config import load_config
+from plfw.plugins import load_plugins
 from plfw.runtime import make_runtime
-from plfw.step import build_step
 
 #: operator-name fragments -> class, first match wins
 CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -58,7 +60,8 @@ def profile_step(step_name: str, precision: str, channels_last: str, repeats: in
     """Self CPU seconds per operator class and the top 12 operators, per step."""
     cfg = load_config(config, [])
     rt = make_runtime("cpu", precision, channels_last, compile, 0)
-    _, call = build_step(cfg, phase_for(cfg, step_name), rt, batch, crop)
+    _, call = bench_step(load_plugins().registry, cfg, phase_for(cfg, step_name), rt, batch,
+                         crop)
     for _ in range(2):
         call()
     with profile(activities=[ProfilerActivity.CPU]) as prof:

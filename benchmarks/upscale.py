@@ -28,6 +28,7 @@ from plfw.generators import batch_runner, load_generator
 from plfw.images import load_picture
 from plfw.imresize import imresize
 from plfw.inference import frozen_runner
+from plfw.plugins import load_plugins
 from plfw.probe import cpu_choice
 from plfw.runtime import make_runtime
 from plfw.tiling import upscale_tiled
@@ -59,7 +60,7 @@ def paper_order(module: nn.Module) -> nn.Module:
 def variants(model: str, bf16_fast: bool, tile: int, tiles: list[int]) -> dict[str, tuple]:
     """name -> (runner, tile): plfw 0.1's path (the live module in the paper's layer order,
     NCHW) at the CLI's old default tile, then the frozen copy in channels_last at ``tiles``."""
-    module, out_range = load_generator(model)
+    module, out_range = load_generator(model, load_plugins().registry)
     old = paper_order(module)
     out = {}
     precisions = ("fp32", "bf16") if bf16_fast else ("fp32",)

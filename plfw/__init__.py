@@ -20,6 +20,7 @@ __version__ = "0.2.0"
 hookimpl = pluggy.HookimplMarker("plfw")
 
 if TYPE_CHECKING:
+    from plfw.commands import CommandRegister
     from plfw.features import CAFFE, IMAGENET, SIGNED, UNIT, InputSpec, freeze, is_frozen
     from plfw.fused import PReLU, prelu
     from plfw.images import ImageError, list_images, load_image_uint8, probe_image, show_path
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 #: public name -> the internal module that defines it (imported on first access)
 _LAZY = {
     **dict.fromkeys(("Register", "Registry"), "plfw.registry"),
+    "CommandRegister": "plfw.commands",
     "Trainer": "plfw.trainer",
     **dict.fromkeys(("InputSpec", "freeze", "is_frozen", "IMAGENET", "CAFFE", "UNIT", "SIGNED"),
                     "plfw.features"),
@@ -72,26 +74,29 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'plfw' has no attribute '{name}'")
 
 
-def build(kind: str, spec: Any, where: str = "") -> Any:
-    """Build a registered component from 'name' or {'name': ..., **params} with the plugins
-    of this process. A factory building a nested component uses the ``registry`` it was given
-    instead (``registry.build(...)``)."""
-    return _registry().build(kind, spec, where)
-
-
-def list_components(kind: str) -> list[str]:
-    """Names of the registered components of one kind."""
-    return _registry().names(kind)
-
-
-def _registry() -> Registry:
+def load_registry() -> Registry:
+    """The registry of this process's plugins (loaded on first use): what a script hands to
+    :class:`plfw.Trainer` and the other builders, as ``plfw train`` does."""
     from plfw.plugins import get_plugins
 
     return get_plugins().registry
 
 
+def build(kind: str, spec: Any, where: str = "") -> Any:
+    """Build a registered component from 'name' or {'name': ..., **params} with the plugins
+    of this process. A factory building a nested component uses the ``registry`` it was given
+    instead (``registry.build(...)``)."""
+    return load_registry().build(kind, spec, where)
+
+
+def list_components(kind: str) -> list[str]:
+    """Names of the registered components of one kind."""
+    return load_registry().names(kind)
+
+
 __all__ = [
     "CAFFE",
+    "CommandRegister",
     "IMAGENET",
     "SIGNED",
     "UNIT",
@@ -116,6 +121,7 @@ __all__ = [
     "is_frozen",
     "list_images",
     "list_components",
+    "load_registry",
     "load_image_uint8",
     "load_weights",
     "matlab_imresize",

@@ -26,7 +26,6 @@ from torch import Tensor, nn
 
 from plfw.errors import UserError, suggest
 from plfw.imresize import imresize
-from plfw.plugins import get_plugins
 from plfw.registry import Registry
 
 #: Reference losses by preset name; ``match_gradient: true`` means ``vgg54``.
@@ -72,11 +71,11 @@ def gradient_norm(loss: nn.Module, sr: Tensor, hr: Tensor) -> float:
 class GradientMatched(nn.Module):
     """``factor * loss(sr, hr)`` with ``factor`` set by :meth:`calibrate` (module docstring)."""
 
-    def __init__(self, loss: nn.Module, reference: dict[str, Any], scale: int,
-                 where: str = "loss", registry: Registry | None = None) -> None:
+    def __init__(self, loss: nn.Module, reference: dict[str, Any], scale: int, where: str,
+                 registry: Registry) -> None:
         super().__init__()
         self.loss = loss
-        self.registry = registry  # builds the reference loss (default: this process's plugins)
+        self.registry = registry  # builds the reference loss
         self.reference = dict(reference)
         self.scale, self.where = scale, where
         self.image_range = (0.0, 1.0)
@@ -95,8 +94,8 @@ class GradientMatched(nn.Module):
         # A reference with random weights must not draw from (and so shift) the training RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            registry = self.registry or get_plugins().registry
-            ref = registry.build("loss", self.reference, f"{self.where}.match_gradient").to(device)
+            ref = self.registry.build("loss", self.reference, f"{self.where}.match_gradient")
+            ref = ref.to(device)
         if getattr(ref, "adversarial", False):
             raise UserError(f"{self.where}.match_gradient: the reference must be a content "
                             "loss, not an adversarial one")

@@ -1,4 +1,9 @@
-"""The ``plfw`` command. User mistakes print one line on stderr and exit with code 2."""
+"""The ``plfw`` command: its entry point and the core commands.
+
+``main`` loads the plugins once per command (the one place the command line does), builds the
+parser from every plugin's ``plfw_register_commands`` (the core's commands below go through the
+same :class:`plfw.commands.CommandRegister`) and runs the chosen command with that registry.
+User mistakes print one line on stderr and exit with code 2."""
 
 from __future__ import annotations
 
@@ -8,18 +13,20 @@ import os
 import shlex
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from plfw import __version__
+from plfw.commands import CommandRegister
 from plfw.errors import UserError, format_plfw_warning
+from plfw.registry import FailedPlugin, Provider, Registry
 
 EXIT_USER_ERROR = 2
 _SUFFIX_HELP = "<stem>, <stem>_x4, <stem>_SR, <stem>_out, ..."
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _cmd_train(args: argparse.Namespace, registry: Registry) -> int:
     from plfw.config import load_config
 
     cfg = load_config(args.config, args.overrides)
@@ -27,33 +34,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from plfw.evaluate import summary_table  # imports torch: after the config checks
     from plfw.trainer import Trainer
 
-    trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite,
+    trainer = Trainer(cfg, registry, resume=args.resume, overwrite=args.overwrite,
                       progress=not args.quiet)
     summary = trainer.fit()
     if summary and trainer.rt.is_main:
-        print(summary_table(summary, len(trainer.val_pairs)))
+        print(summary_table(summary, len(trainer.val_pairs), trainer.metrics))
         print(f"run directory: {trainer.run_dir}")
     return 0
 
 
-def _cmd_resume(args: argparse.Namespace) -> int:
+def _cmd_resume(args: argparse.Namespace, registry: Registry) -> int:
     config = Path(args.run_dir) / "config.yaml"
     if not config.is_file():
         raise UserError(f"{args.run_dir}: not a plfw run directory (no config.yaml)")
     args.config, args.resume, args.overwrite = config, True, False
     args.overrides = [f"run_dir={args.run_dir}", *args.overrides]
-    return _cmd_train(args)
+    return _cmd_train(args, registry)
 
 
-def _metric_cell(name: str, value: float) -> str:
-    if name == "psnr_y":
-        return f"PSNR-Y {value:7.3f} dB"
-    label = "SSIM-Y" if name == "ssim_y" else name
-    return f"{label} {value:.4f}"
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from plfw.evaluate import build_metrics, evaluate, evaluate_sr, load_pairs
+def _cmd_eval(args: argparse.Namespace, registry: Registry) -> int:
+    from plfw.assembly import build_metrics
+    from plfw.evaluate import evaluate, evaluate_sr, format_score, load_pairs, metric_label
 
     if (args.model is None) == (args.sr is None):
         raise UserError("give --model (run a model on the LR images) or --sr DIR (score "
@@ -66,13 +67,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise UserError(f"{option} must be >= {low}, got {value}"
                             + (" (0 = all images)" if option == "--limit" else ""))
     border = args.border if args.border is not None else args.scale
-    metrics = build_metrics(args.metrics.split(","), border)
+    metrics = build_metrics(registry, args.metrics.split(","), border, "--metrics")
+    if not metrics:
+        raise UserError("--metrics is empty; e.g. --metrics psnr_y,ssim_y")
     if args.sr is not None:
         result = evaluate_sr(args.sr, args.hr, args.scale, metrics, args.limit, border=border)
         source = {"sr": str(args.sr)}
     else:
         pairs = load_pairs(args.hr, args.lr, args.scale, args.limit)
-        result = evaluate(_eval_method(args), pairs, border=border, metrics=metrics)
+        result = evaluate(_eval_method(args, registry), pairs, border=border, metrics=metrics)
         source = {"model": str(args.model)}
     result = {**source, "scale": args.scale, "border": border, "metrics": list(metrics),
               "higher_is_better": {k: bool(getattr(m, "higher_is_better", True))
@@ -80,44 +83,39 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        def cell(k: str, value: float) -> str:
+            return f"{metric_label(k, metrics[k])} {format_score(metrics[k], value)}"
+
         for row in result["per_image"]:
-            print(f"{row['name']:<24} " + "   ".join(_metric_cell(k, row[k]) for k in metrics))
+            print(f"{row['name']:<24} " + "   ".join(cell(k, row[k]) for k in metrics))
         print(f"{'mean (' + str(result['images']) + ' images)':<24} "
-              + "   ".join(_metric_cell(k, result[k]) for k in metrics))
+              + "   ".join(cell(k, result[k]) for k in metrics))
     return 0
 
 
-def _eval_method(args: argparse.Namespace) -> Any:
+def _eval_method(args: argparse.Namespace, registry: Registry) -> Any:
     """LR -> SR for ``--model``: MATLAB bicubic, or a generator run on the chosen device;
     averaged over the 8 flips and rotations with ``--self-ensemble``."""
     from plfw.ensemble import self_ensemble
-
-    method = _model_method(args)
-    return self_ensemble(method) if args.self_ensemble else method
-
-
-def _model_method(args: argparse.Namespace) -> Any:
     from plfw.evaluate import bicubic
 
     if args.model == "bicubic":
-        return bicubic(args.scale)
-    from plfw.generators import load_generator
-    from plfw.inference import frozen_runner
-    from plfw.runtime import make_runtime
+        method = bicubic(args.scale)
+    else:
+        from plfw.assembly import open_model
 
-    rt = make_runtime(args.device, args.precision, "true")
-    module, out_range = load_generator(args.model)
-    if getattr(module, "scale", args.scale) != args.scale:
-        raise UserError(f"{args.model}: the model upscales x{module.scale}, not "
-                        f"--scale {args.scale}")
-    run = frozen_runner(module, out_range, rt)
-    return lambda lr: run(lr.unsqueeze(0))[0]
+        model = open_model(args.model, registry, args.device, args.precision)
+        if model.scale != args.scale:
+            raise UserError(f"{args.model}: the model upscales x{model.scale}, not "
+                            f"--scale {args.scale}")
+        method = model.image
+    return self_ensemble(method) if args.self_ensemble else method
 
 
-def _cmd_upscale(args: argparse.Namespace) -> int:
+def _cmd_upscale(args: argparse.Namespace, registry: Registry) -> int:
     from plfw.upscale import upscale_files
 
-    failures = upscale_files(args.inputs, args.out, model=args.model, tile=args.tile,
+    failures = upscale_files(args.inputs, args.out, registry, model=args.model, tile=args.tile,
                              overlap=args.overlap, overwrite=args.overwrite, device=args.device,
                              precision=args.precision, progress=not args.quiet,
                              alpha=args.alpha, out_format=args.out_format,
@@ -126,34 +124,36 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
+def _cmd_export(args: argparse.Namespace, registry: Registry) -> int:
     from plfw.export import describe, export_generator
 
-    path = export_generator(args.model, args.format, args.out, overwrite=args.overwrite)
+    path = export_generator(args.model, args.format, registry, args.out,
+                            overwrite=args.overwrite)
     print(f"wrote {describe(path)}")
     return 0
 
 
-def _cmd_plugins(args: argparse.Namespace) -> int:
-    from plfw.plugins import get_plugins
+def _cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
     from plfw.registry import KINDS
 
-    plugins = get_plugins()
     if args.params or args.reference:
-        return _params(plugins.registry, args)
+        return _params(registry, args)
     rows: list[dict[str, Any]] = []
     for kind in KINDS:
-        for name, comp in sorted(plugins.registry.components[kind].items()):
+        for name, comp in sorted(registry.components[kind].items()):
             rows.append({"kind": kind, "name": name, "distribution": comp.provider.distribution,
                          "version": comp.provider.version, "plugin": comp.provider.plugin,
                          "description": comp.description})
-    for (kind, name), providers in sorted(plugins.registry.conflicts.items()):
+    for name, p in sorted(args.plfw_owners.items()):
+        rows.append({"kind": "command", "name": name, "distribution": p.distribution,
+                     "version": p.version, "plugin": p.plugin, "description": ""})
+    for (kind, name), providers in sorted(registry.conflicts.items()):
         for p in providers:
             rows.append({"kind": kind, "name": name, "distribution": p.distribution,
                          "version": p.version, "plugin": p.plugin,
                          "error": f"{kind} '{name}' is also registered by another plugin"})
     failed = [{"kind": "failed", "name": f.name, "distribution": f.distribution,
-               "version": f.version, "error": f.error} for f in plugins.failed]
+               "version": f.version, "error": f.error} for f in registry.failed]
     if args.json:
         print(json.dumps(rows + failed, indent=2))
         return 0
@@ -191,13 +191,9 @@ def _add_ensemble(p: argparse.ArgumentParser) -> None:
                    help="average the model over the 8 flips and rotations (8x the time)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="plfw", description="Plugin-based perceptual-loss training for super-resolution.")
-    parser.add_argument("--version", action="version", version=f"plfw {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("train", help="train from a YAML config",
+def core_commands(register: CommandRegister) -> None:
+    """train, resume, eval, upscale, export and plugins: registered like any plugin's."""
+    p = register("train", _cmd_train, help="train from a YAML config",
                        description="Train from a YAML config; KEY=VALUE pairs override it, e.g. "
                                    "phases.srresnet.steps=100 train.device=cpu.")
     p.add_argument("config", help="YAML config file")
@@ -207,16 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start over in a run directory that is not empty (its checkpoints, logs "
                         "and models are replaced)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("resume", help="continue a run from its latest checkpoint",
+    p = register("resume", _cmd_resume, help="continue a run from its latest checkpoint",
                        description="Continue the run in RUN_DIR from its latest checkpoint.")
     p.add_argument("run_dir")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cmd_resume)
 
-    p = sub.add_parser("eval", help="score bicubic, a model or a folder of SR images",
+    p = register("eval", _cmd_eval, help="score bicubic, a model or a folder of SR images",
                        description="Per-image and mean scores against HR images (PSNR-Y / "
                                    "SSIM-Y by default: BT.601 Y, border = scale), of a model "
                                    "run on the LR images (--model) or of existing SR images "
@@ -239,9 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_ensemble(p)
     _add_runtime(p, "fp32", ": scores do not depend on whether the CPU has fast bf16")
-    p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("upscale", help="super-resolve images",
+    p = register("upscale", _cmd_upscale, help="super-resolve images",
                        description="Super-resolve images in overlapping tiles (bounded memory).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("--model", default="srgan",
@@ -268,9 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_ensemble(p)
     _add_runtime(p)
-    p.set_defaults(func=_cmd_upscale)
 
-    p = sub.add_parser("export", help="write a generator as ONNX or safetensors",
+    p = register("export", _cmd_export, help="write a generator as ONNX or safetensors",
                        description="Export a generator (bundled name, checkpoint, models/"
                                    "<phase>.pt or any loadable .pth / .safetensors) as ONNX "
                                    "([0, 1] RGB in and out, dynamic height and width) or as "
@@ -279,9 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["onnx", "safetensors"])
     p.add_argument("--out", help="output file (default: ./<model stem>.<format>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("plugins", help="list registered components and failed plugins",
+    p = register("plugins", _cmd_plugins, help="list registered components and failed plugins",
                        description="List every registered component with its provider.")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.add_argument("--params", metavar="NAME",
@@ -289,35 +280,47 @@ def build_parser() -> argparse.ArgumentParser:
                         "(KIND:NAME picks one kind, e.g. loss:lpips)")
     p.add_argument("--reference", metavar="FILE",
                    help="write every component's parameters as Markdown (docs/components.md)")
-    p.set_defaults(func=_cmd_plugins)
-
-    for extra in _extra_commands():
-        extra(sub)
-    return parser
 
 
-def _extra_commands() -> list[Callable[[Any], None]]:
-    """Subcommands that live in their own modules (imported only to add their parsers)."""
-    adders = []
-    for module in ("plfw.mos.cli", "plfw.bench", "plfw.ablate"):
+CORE = Provider("core", "plfw", __version__)
+
+
+def build_parser(plugins: Any) -> argparse.ArgumentParser:
+    """The ``plfw`` parser: the core's commands, then every plugin's (in plugin-name order).
+    A plugin whose ``plfw_register_commands`` raises is recorded as failed, like one that
+    fails to import, and the other commands stay usable."""
+    parser = argparse.ArgumentParser(
+        prog="plfw", description="Plugin-based perceptual-loss training for super-resolution.")
+    parser.add_argument("--version", action="version", version=f"plfw {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register = CommandRegister(sub, CORE)
+    core_commands(register)
+    hook = plugins.manager.hook.plfw_register_commands
+    for impl in sorted(hook.get_hookimpls(), key=lambda i: i.plugin_name):
+        provider = plugins.providers[impl.plugin_name]
+        own = register.for_provider(provider)
         try:
-            mod = __import__(module, fromlist=["add_parser"])
-        except ImportError:
-            continue
-        adders.append(mod.add_parser)
-    return adders
+            impl.function(register=own)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take plfw down
+            error = f"{type(exc).__name__}: {exc}"
+            plugins.registry.failed.append(FailedPlugin(
+                provider.plugin, provider.distribution, provider.version, error))
+            own.disable(error)
+    parser.set_defaults(plfw_owners=register.owners)
+    return parser
 
 
 def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
     """The line printed on Ctrl-C: how to go on. A run with a checkpoint continues with
     ``plfw resume``; one stopped before its first checkpoint starts again (with --overwrite
-    once it wrote files); ``plfw ablate`` continues by running the same command again."""
+    once it wrote files). A plugin command gives its own hint through ``plfw_interrupt_hint``
+    in its parser's defaults (``{again}`` is the command line that was run)."""
     again = shlex.join(["plfw", *argv])
     command = getattr(args, "command", None)
-    if command == "ablate":
-        return (f"plfw: interrupted; finished jobs are kept and the others resume from their "
-                f"checkpoints when you run the same command again: {again}")
     run_dir = getattr(args, "interrupt_run_dir", None)
+    hint = getattr(args, "plfw_interrupt_hint", None)
+    if hint:
+        return hint.format(again=again)
     if command not in ("train", "resume") or run_dir is None:
         return "plfw: interrupted"
     folder = Path(run_dir)
@@ -336,10 +339,26 @@ def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
     return f"plfw: interrupted before the first checkpoint; start again with: {again}"
 
 
+def _note_failed_command(argv: list[str], parser: argparse.ArgumentParser,
+                         failed: list[FailedPlugin]) -> None:
+    """Before argparse refuses an unknown command: say which plugins failed to load (one of
+    them may have provided it)."""
+    known = parser.get_default("plfw_owners") or {}
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in known and failed:
+        names = ", ".join(f"'{f.name}' ({f.error[:80]})" for f in failed[:3])
+        print(f"plfw: note: {len(failed)} plugin(s) failed to load, which may provide "
+              f"'{first}': {names}; see plfw plugins", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from plfw.plugins import load_plugins
+
     warnings.formatwarning = format_plfw_warning  # plfw's notes as one line, no source line
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    plugins = load_plugins()  # once per command; passed down from here, never looked up
+    parser = build_parser(plugins)
+    _note_failed_command(argv, parser, plugins.registry.failed)
     args, extra = parser.parse_known_args(argv)
     # KEY=VALUE overrides may come after options (argparse stops collecting them there)
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-")
@@ -348,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.func(args) or 0)
+        return int(args.plfw_run(args, plugins.registry) or 0)
     except UserError as exc:
         print(f"plfw: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

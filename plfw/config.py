@@ -21,6 +21,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from plfw.errors import UserError, suggest
 
+#: what a config without ``metrics``, ``plfw eval`` and an ablation score: the paper's measures
+DEFAULT_METRICS = ("psnr_y", "ssim_y")
+
 
 @dataclass
 class DataSettings:
@@ -108,7 +111,7 @@ class Config:
     data: DataSettings = field(default_factory=DataSettings)
     phases: dict[str, PhaseSettings] = field(default_factory=dict)
     train: TrainSettings = field(default_factory=TrainSettings)
-    metrics: list[Any] = field(default_factory=lambda: ["psnr_y", "ssim_y"])
+    metrics: list[Any] = field(default_factory=lambda: list(DEFAULT_METRICS))
     callbacks: list[Any] = field(default_factory=list)
     curve: CurveSettings = field(default_factory=CurveSettings)
     notes: str = ""  # free text, e.g. how this config departs from the paper

@@ -79,7 +79,6 @@ def _match_channels(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
 
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
-DEFAULT_METRICS = ("psnr_y", "ssim_y")
 
 
 def default_metrics(border: int) -> dict[str, Metric]:
@@ -88,19 +87,14 @@ def default_metrics(border: int) -> dict[str, Metric]:
             "ssim_y": lambda sr, hr: ssim_y(sr, hr, border)}
 
 
-def build_metrics(names: Sequence[str], border: int) -> dict[str, Metric]:
-    """Metric plugins by name (an unknown name is a one-line error with the closest names),
-    each with ``border`` filled in when it takes one, so every metric cuts the same border."""
-    from plfw.plugins import get_plugins
+def metric_label(name: str, metric: Any) -> str:
+    """How tables head a metric: its own ``label`` (e.g. 'PSNR-Y [dB]'), else its name."""
+    return str(getattr(metric, "label", None) or name)
 
-    registry = get_plugins().registry
-    metrics: dict[str, Metric] = {}
-    for name in dict.fromkeys(n.strip() for n in names if n.strip()):
-        spec = registry.with_defaults("metric", name, border=border)
-        metrics[name] = registry.build("metric", spec, "--metrics")
-    if not metrics:
-        raise UserError(f"--metrics is empty; e.g. --metrics {','.join(DEFAULT_METRICS)}")
-    return metrics
+
+def format_score(metric: Any, value: float) -> str:
+    """A score as the metric asks (its ``format``, e.g. '{:.2f}'), else four decimals."""
+    return str(getattr(metric, "format", None) or "{:.4f}").format(value)
 
 
 def _scores(images: Iterable[tuple[str, torch.Tensor, torch.Tensor]],
@@ -206,18 +200,16 @@ def dataset_pairs(dataset: Any, limit: int = 0) -> list[Pair]:
     return [Pair(str(names[i]), *dataset[i]) for i in range(count)]
 
 
-#: Column headings of the built-in metrics; any other metric is headed by its name.
-HEADINGS = {"psnr_y": "PSNR-Y [dB]", "ssim_y": "SSIM-Y"}
-
-
-def summary_table(summary: dict[str, Any], images: int) -> str:
+def summary_table(summary: dict[str, Any], images: int,
+                  metrics: Mapping[str, Any] | None = None) -> str:
     """Markdown table of the mean of every metric in ``summary`` ({method: {metric: mean,
-    per_image: ...}}) per method."""
+    per_image: ...}}) per method, headed and formatted as each of ``metrics`` asks."""
+    metrics = metrics or {}
     keys = [k for k in next(iter(summary.values())) if k != "per_image"]
     lines = [f"Mean over {images} validation images (Y channel, border = scale).", "",
-             "| method | " + " | ".join(HEADINGS.get(k, k) for k in keys) + " |",
+             "| method | " + " | ".join(metric_label(k, metrics.get(k)) for k in keys) + " |",
              "|---" * (len(keys) + 1) + "|"]
     for name, r in summary.items():
-        cells = [f"{r[k]:.2f}" if k.startswith("psnr") else f"{r[k]:.4f}" for k in keys]
+        cells = [format_score(metrics.get(k), r[k]) for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

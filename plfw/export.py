@@ -30,6 +30,7 @@ from torch import nn
 from plfw.checkpoint import atomic_write_bytes
 from plfw.errors import UserError
 from plfw.generators import GENERATOR_FORMAT, LoadedGenerator, open_generator, to_unit
+from plfw.registry import Registry
 
 FORMATS = ("onnx", "safetensors")
 MIN_SIDE = 4  # smallest input side an exported ONNX graph accepts
@@ -158,7 +159,7 @@ def _safetensors_bytes(loaded: LoadedGenerator) -> bytes:
     return save(tensors, metadata=metadata)
 
 
-def export_generator(model: str, fmt: str, out: str | Path | None = None,
+def export_generator(model: str, fmt: str, registry: Registry, out: str | Path | None = None,
                      overwrite: bool = False) -> Path:
     """Write ``model`` (a file or a bundled name) as ``fmt``; return the path written."""
     if fmt not in FORMATS:
@@ -168,7 +169,7 @@ def export_generator(model: str, fmt: str, out: str | Path | None = None,
         target = target / default_output(model, fmt).name
     if target.exists() and not overwrite:
         raise UserError(f"{target} exists; pass --overwrite to replace it")
-    loaded = open_generator(model)
+    loaded = open_generator(model, registry)
     data = _onnx_bytes(loaded) if fmt == "onnx" else _safetensors_bytes(loaded)
     try:
         atomic_write_bytes(target, data)

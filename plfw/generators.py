@@ -9,9 +9,12 @@ Accepted, as ``.pt`` / ``.pth`` (read with ``weights_only``: no pickled objects)
 - a plain state dict, bare or inside BasicSR's ``{"params_ema": ...}`` / ``{"params": ...}``
   wrapper (``params_ema`` preferred: it is the averaged generator BasicSR evaluates). The
   architecture and scale are read from the keys: every registered generator factory with a
-  ``from_state_dict(state) -> (spec, state) | None`` attribute is asked (``rrdbnet`` and
-  ``msrresnet`` have one), then plfw's own ``srresnet``; then, if the optional ``spandrel``
-  package is installed, any architecture it recognises (SwinIR, HAT, Real-ESRGAN Compact, ...).
+  ``from_state_dict(state) -> (spec, state) | None`` attribute (the contract in
+  :mod:`plfw.hookspecs`; ``srresnet``, ``rrdbnet`` and ``msrresnet`` have one) is asked in name
+  order; then, if the optional ``spandrel`` package is installed, any architecture it
+  recognises (SwinIR, HAT, Real-ESRGAN Compact, ...).
+
+Every function that builds takes the :class:`plfw.registry.Registry` to build with.
 
 Nothing is allocated for a network before its weights are known to fill it: the spec (from the
 file, or read from tensor shapes) is built on the ``meta`` device and every tensor name and
@@ -25,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ from torch.overrides import TorchFunctionMode
 from plfw.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from plfw.checkpoint import safe_load
 from plfw.errors import UserError
-from plfw.plugins import get_plugins
+from plfw.registry import Registry
 from plfw.runtime import Runtime, eval_mode
 
 GENERATOR_FORMAT = "plfw-generator-1"
@@ -74,20 +76,6 @@ def runner(module: nn.Module, out_range: tuple[float, float],
 
 def bundled_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.pt"))} if BUNDLED_DIR.is_dir() else {}
-
-
-def infer_srresnet(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Rebuild srresnet params from a plain state dict (blocks, channels, scale, batch norm)."""
-    keys = list(state)
-    blocks = {int(m.group(1)) for k in keys if (m := re.match(r"blocks\.(\d+)\.", k))}
-    first = next((v for k, v in state.items() if v.dim() == 4 and v.shape[1] == 3), None)
-    upsample_convs = [v for k, v in state.items() if k.startswith("upsample.") and v.dim() == 4]
-    if not blocks or first is None or not upsample_convs:
-        raise UserError("a plain state dict must come from plfw's srresnet generator "
-                        "(expected keys like 'blocks.0....'); pass a plfw checkpoint instead")
-    scale = 2 ** len(upsample_convs)  # one sub-pixel x2 stage per upsampling convolution
-    return {"name": "srresnet", "blocks": len(blocks), "channels": int(first.shape[0]),
-            "scale": scale, "batch_norm": any("running_mean" in k for k in keys)}
 
 
 #: Tensor factories whose first argument is the size of the tensor they allocate.
@@ -160,7 +148,8 @@ def _check_tensors(weights: Any, source: str) -> dict[str, torch.Tensor]:
     return weights
 
 
-def _fits_on_meta(spec: dict[str, Any], weights: dict[str, torch.Tensor], source: str) -> bool:
+def _fits_on_meta(spec: dict[str, Any], weights: dict[str, torch.Tensor], source: str,
+                  registry: Registry) -> bool:
     """Refuse ``weights`` that do not fit ``spec`` before anything is allocated: the network is
     built on the meta device (shapes, no memory) under :class:`_Budget`, and the file's tensor
     names and shapes are checked against it. False for a generator that cannot be built on the
@@ -168,7 +157,7 @@ def _fits_on_meta(spec: dict[str, Any], weights: dict[str, torch.Tensor], source
     name = spec.get("name")
     try:
         with torch.device("meta"), _Budget(weights, slack=1 << 20):
-            module = get_plugins().registry.build("generator", spec, f"generator in {source}")
+            module = registry.build("generator", spec, f"generator in {source}")
     except _TooBig:
         raise UserError(f"{source}: generator {name} as specified ({_spec_text(spec)}) is far "
                         f"larger than the {len(weights)} tensors of "
@@ -202,7 +191,7 @@ def _count(weights: dict[str, torch.Tensor]) -> str:
     return f"{_present(weights):,}"
 
 
-def _build(spec: dict[str, Any], weights: Any, source: str) -> nn.Module:
+def _build(spec: dict[str, Any], weights: Any, source: str, registry: Registry) -> nn.Module:
     """The generator ``spec`` with ``weights`` loaded: checked on the meta device first, so a
     file whose spec or shapes ask for a network far larger than its weights is refused in one
     line before any memory is taken."""
@@ -210,10 +199,10 @@ def _build(spec: dict[str, Any], weights: Any, source: str) -> nn.Module:
         raise UserError(f"{source}: the generator spec is not a mapping with a name "
                         f"(found {type(spec).__name__}); the file is damaged")
     weights = _check_tensors(weights, source)
-    checked = _fits_on_meta(spec, weights, source)
+    checked = _fits_on_meta(spec, weights, source, registry)
     try:  # once the shapes are checked, the weights bound what the build allocates
         with contextlib.nullcontext() if checked else _Budget(weights):
-            module = get_plugins().registry.build("generator", spec, f"generator in {source}")
+            module = registry.build("generator", spec, f"generator in {source}")
     except _TooBig:
         raise UserError(f"{source}: generator {spec['name']} as specified "
                         f"({_spec_text(spec)}) is far larger than the weights in the file; "
@@ -297,12 +286,13 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     return state, {}
 
 
-def _recognise(state: dict[str, torch.Tensor], path: Path) -> LoadedGenerator:
+def _recognise(state: dict[str, torch.Tensor], path: Path,
+               registry: Registry) -> LoadedGenerator:
     """Architecture and weights from a plain state dict, trying each loader in turn."""
     tried = []
-    for name in get_plugins().registry.names("generator"):
+    for name in registry.names("generator"):
         try:
-            factory = get_plugins().registry.get("generator", name).factory
+            factory = registry.get("generator", name).factory
         except UserError:
             continue
         recognise = getattr(factory, "from_state_dict", None)
@@ -315,13 +305,8 @@ def _recognise(state: dict[str, torch.Tensor], path: Path) -> LoadedGenerator:
             raise UserError(f"{path}: {exc}") from None
         if found is not None:
             spec, weights = found
-            return LoadedGenerator(_build(spec, weights, str(path)), (0.0, 1.0), spec, path,
-                                   f"state dict ({name})")
-    tried.append("srresnet")
-    if any(re.match(r"blocks\.\d+\.", k) for k in state):
-        spec = infer_srresnet(state)
-        return LoadedGenerator(_build(spec, state, str(path)), (0.0, 1.0), spec, path,
-                               "state dict (srresnet)")
+            return LoadedGenerator(_build(spec, weights, str(path), registry), (0.0, 1.0), spec,
+                                   path, f"state dict ({name})")
     try:
         import spandrel
     except ImportError:
@@ -366,7 +351,7 @@ def _entry(state: dict[str, Any], key: str, kind: type | tuple[type, ...], path:
     return value
 
 
-def open_generator(source: str | Path) -> LoadedGenerator:
+def open_generator(source: str | Path, registry: Registry) -> LoadedGenerator:
     """Like :func:`load_generator`, keeping the spec and a word on how the file was read."""
     bundled = bundled_models()
     path = bundled[str(source)] if str(source) in bundled else Path(source)
@@ -383,12 +368,13 @@ def open_generator(source: str | Path) -> LoadedGenerator:
         except (KeyError, ValueError):
             raise UserError(f"{path}: plfw safetensors file without a valid generator "
                             f"spec in its metadata") from None
-        loaded = LoadedGenerator(_build(spec, state, str(path)), (0.0, 1.0), spec, path, "plfw")
+        loaded = LoadedGenerator(_build(spec, state, str(path), registry), (0.0, 1.0), spec,
+                                 path, "plfw")
     elif fmt == GENERATOR_FORMAT:
         spec = dict(_entry(state, "generator", dict, path, "exported generator"))
         weights = _entry(state, "state_dict", dict, path, "exported generator")
-        loaded = LoadedGenerator(_build(spec, weights, str(path)), (0.0, 1.0), spec, path,
-                                 "plfw")
+        loaded = LoadedGenerator(_build(spec, weights, str(path), registry), (0.0, 1.0), spec,
+                                 path, "plfw")
     elif fmt == CHECKPOINT_FORMAT:
         cfg = _entry(state, "config", dict, path, "checkpoint")
         generator = _entry(cfg, "generator", (dict, str), path, "checkpoint's config")
@@ -396,8 +382,8 @@ def open_generator(source: str | Path) -> LoadedGenerator:
         spec.setdefault("scale", cfg.get("scale", 4))
         weights = (state["ema"] if state.get("ema") is not None
                    else _entry(state, "generator", dict, path, "checkpoint"))
-        loaded = LoadedGenerator(_build(spec, weights, str(path)), (0.0, 1.0), spec, path,
-                                 "plfw checkpoint")
+        loaded = LoadedGenerator(_build(spec, weights, str(path), registry), (0.0, 1.0), spec,
+                                 path, "plfw checkpoint")
     else:
         tensors, where = _unwrap_state(state)
         if not tensors or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
@@ -405,7 +391,7 @@ def open_generator(source: str | Path) -> LoadedGenerator:
             raise UserError(f"{path}: not a plfw checkpoint, exported generator or state dict "
                             f"of tensors (top-level keys: {keys}; looked inside "
                             f"{', '.join(WRAPPERS)})")
-        loaded = _recognise(_check_tensors(tensors, str(path)), path)
+        loaded = _recognise(_check_tensors(tensors, str(path)), path, registry)
         if where:
             loaded.how += f" from {where}"
     out_range = tuple(getattr(loaded.module, "output_range", (0.0, 1.0)))
@@ -415,7 +401,8 @@ def open_generator(source: str | Path) -> LoadedGenerator:
     return loaded
 
 
-def load_generator(source: str | Path) -> tuple[nn.Module, tuple[float, float]]:
+def load_generator(source: str | Path,
+                   registry: Registry) -> tuple[nn.Module, tuple[float, float]]:
     """(generator in eval mode, its output range) from a file or a bundled model's name."""
-    loaded = open_generator(source)
+    loaded = open_generator(source, registry)
     return loaded.module, loaded.out_range

@@ -10,6 +10,10 @@ it holding plain Python values; a factory that also declares a ``registry`` para
 :class:`plfw.Registry` building it (to build nested components and resolve weights with it).
 Registration hooks return nothing, so registry contents never depend on the order pluggy calls
 them in. Everything a plugin needs is in ``plfw.__all__``.
+
+Lifecycle events (train start, step end, validation end, train end) reach plugins one way: as
+callbacks a config lists by name (``plfw_register_callbacks``). There are no lifecycle hooks, so
+what a run does depends on its config, not on which packages happen to be installed.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:  # the names plugins see; imported for type checkers only
-    from plfw import Register, Trainer
+    from plfw import CommandRegister, Register
 
 hookspec = pluggy.HookspecMarker("plfw")
 
@@ -30,7 +34,16 @@ def plfw_register_generators(register: Register) -> None:
     """Register generators: factory(params) -> nn.Module mapping LR [0, 1] to SR.
 
     The module has ``scale: int`` and ``output_range: tuple[float, float]`` (the range its output
-    and pixel targets live in; the paper's SRResNet uses (-1, 1))."""
+    and pixel targets live in; the paper's SRResNet uses (-1, 1)).
+
+    Optional, for opening foreign weights (``plfw upscale weights.pth``): the factory may carry
+    ``factory.from_state_dict(state) -> (spec, state) | None``. Given a plain state dict it
+    returns the spec that rebuilds this architecture (name, scale and shape params read from the
+    tensor names and shapes) and the state dict renamed to this module's keys, or None when the
+    keys are not this architecture's; it raises ``UserError`` for keys that are its own with
+    shapes no such network has. Factories are asked in name order; the first answer wins.
+    Optional too: ``forward(lr, keep)`` with ``accepts_keep = True`` computes only the SR of
+    the LR region ``keep`` = (top, left, height, width), which tiled upscaling uses."""
 
 
 @hookspec
@@ -70,7 +83,9 @@ def plfw_register_datasets(register: Register) -> None:
 def plfw_register_metrics(register: Register) -> None:
     """Register metrics: factory(params) -> callable(sr, hr) -> float on single images in [0, 1]
     (CHW); attributes ``higher_is_better: bool`` and ``networks: tuple[str, ...]`` (the feature
-    extractors whose weights it uses, so a run is never scored by a network it trained with)."""
+    extractors whose weights it uses, so a run is never scored by a network it trained with).
+    Optional: ``label`` (a table heading, e.g. 'PSNR-Y [dB]'; default the name) and ``format``
+    (e.g. '{:.2f}'; default four decimals). A ``border`` param is filled in with the scale."""
 
 
 @hookspec
@@ -88,20 +103,9 @@ def plfw_resolve_weights(kind: str, name: str, weights: str) -> Path | None:
 
 
 @hookspec
-def plfw_on_train_start(trainer: Trainer) -> None:
-    """Called once before the first step of each phase, for every installed plugin."""
-
-
-@hookspec
-def plfw_on_step_end(trainer: Trainer, step: int, logs: dict[str, float]) -> None:
-    """Called at each logging interval with the step number and the averaged losses."""
-
-
-@hookspec
-def plfw_on_validation_end(trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
-    """Called after each validation with the mean metric values."""
-
-
-@hookspec
-def plfw_on_train_end(trainer: Trainer) -> None:
-    """Called once after the last step of each phase (also when the run stops early)."""
+def plfw_register_commands(register: CommandRegister) -> None:
+    """Register subcommands of ``plfw``: ``register(name, run, help=...)`` adds ``plfw NAME``
+    and returns its ``argparse.ArgumentParser`` for the plugin to add arguments to; ``plfw NAME
+    ...`` then calls ``run(args, registry)`` with the parsed arguments and the command's
+    :class:`plfw.Registry`, and exits with its return value (None: 0). Raise ``UserError`` for a
+    user's mistake: it is printed as one line. ``bench``, ``ablate`` and ``mos`` come this way."""

@@ -1,6 +1,6 @@
-"""Building what one training phase needs, from the config: the generator and its EMA, then per
-phase the losses, the discriminator, optimizers and schedulers. ``Trainer`` and ``plfw bench``
-build through these functions, so the benchmark times the very step that training runs."""
+"""Building what one training phase needs, from the config: the losses, the discriminator,
+optimizers and schedulers, and the generator's EMA. :mod:`plfw.assembly` builds through these
+functions for the trainer and ``plfw bench`` alike."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from plfw.calibration import GradientMatched, reference_spec
-from plfw.config import Config, PhaseSettings
+from plfw.config import PhaseSettings
 from plfw.errors import UserError
 from plfw.registry import Registry
 from plfw.runtime import Runtime
@@ -72,37 +72,16 @@ def make_schedule(opt: torch.optim.Optimizer, ps: PhaseSettings, base_lr: float
     return torch.optim.lr_scheduler.LambdaLR(opt, LrFactor(ps, base_lr))
 
 
-def generator_spec(registry: Registry, cfg: Config) -> dict[str, Any]:
-    """The generator's spec with the config's scale filled in: what exports store."""
-    return registry.with_defaults("generator", cfg.generator, scale=cfg.scale)
-
-
-def build_generator(registry: Registry, cfg: Config,
-                    rt: Runtime) -> tuple[nn.Module, tuple[float, float]]:
-    """The config's generator on the runtime's device, and its output range."""
-    generator = registry.build("generator", generator_spec(registry, cfg), "generator")
-    if getattr(generator, "scale", cfg.scale) != cfg.scale:
-        raise UserError(f"generator scale {generator.scale} differs from scale "
-                        f"{cfg.scale}: set one of them")
-    output_range = tuple(getattr(generator, "output_range", (0.0, 1.0)))
-    generator.to(rt.device, memory_format=rt.memory_format())
-    return generator, output_range  # type: ignore[return-value]
-
-
 def make_ema(generator: nn.Module, decay: float) -> nn.Module | None:
     """A frozen copy of the generator that the step averages into (None when decay is 0)."""
     return copy.deepcopy(generator).eval().requires_grad_(False) if decay > 0 else None
 
 
 def build_phase(name: str, ps: PhaseSettings, generator: nn.Module, rt: Runtime,
-                output_range: tuple[float, float], crop: int | None, scale: int = 4,
-                registry: Registry | None = None) -> Phase:
+                output_range: tuple[float, float], crop: int | None, scale: int,
+                registry: Registry) -> Phase:
     """Build one phase's losses, discriminator, optimizers and schedulers for ``generator``.
     A loss with ``match_gradient`` is wrapped in :class:`plfw.calibration.GradientMatched`."""
-    if registry is None:
-        from plfw.plugins import get_plugins
-
-        registry = get_plugins().registry
     losses: dict[str, nn.Module] = {}
     weights: dict[str, float] = {}
     adversarial = None

@@ -21,26 +21,24 @@ from typing import Any
 import pluggy
 
 from plfw import hookspecs
-from plfw.registry import KINDS, PLURAL, Provider, Register, Registry
+from plfw.registry import KINDS, PLURAL, FailedPlugin, Provider, Register, Registry
 
 GROUP = "plfw"
 OWN_DIST = "plfw"
 
 
-@dataclass(frozen=True)
-class FailedPlugin:
-    name: str
-    distribution: str
-    version: str
-    error: str
-
-
 @dataclass
 class Plugins:
+    """The plugin manager (for hooks beyond component registration, e.g. commands), the
+    registry it filled and who provided what."""
+
     manager: pluggy.PluginManager
     registry: Registry
-    failed: list[FailedPlugin]
     providers: dict[str, Provider]
+
+    @property
+    def failed(self) -> list[FailedPlugin]:
+        return self.registry.failed
 
 
 def _env_list(var: str) -> list[str]:
@@ -98,7 +96,7 @@ def load_plugins() -> Plugins:
             continue
         providers[key] = Provider(name, dist, version)
 
-    registry = Registry(weights_hook=pm.hook.plfw_resolve_weights)
+    registry = Registry(weights_hook=pm.hook.plfw_resolve_weights, failed=failed)
     for kind in KINDS:
         hook = getattr(pm.hook, f"plfw_register_{PLURAL[kind]}")
         impls = sorted(hook.get_hookimpls(), key=lambda i: i.plugin_name)
@@ -109,14 +107,15 @@ def load_plugins() -> Plugins:
             except Exception as exc:
                 failed.append(FailedPlugin(provider.plugin, provider.distribution,
                                            provider.version, f"{type(exc).__name__}: {exc}"))
-    return Plugins(pm, registry, failed, providers)
+    return Plugins(pm, registry, providers)
 
 
 _CACHE: Plugins | None = None
 
 
 def get_plugins(reload: bool = False) -> Plugins:
-    """The process-wide plugin set, loaded on first use."""
+    """The process-wide plugin set, loaded on first use: for the command line's entry and the
+    public facade (``plfw.build``) only; everything else is handed its registry."""
     global _CACHE
     if _CACHE is None or reload:
         _CACHE = load_plugins()

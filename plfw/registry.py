@@ -42,6 +42,16 @@ class Provider:
         return f"{self.distribution} {self.version} (plugin '{self.plugin}')"
 
 
+@dataclass(frozen=True)
+class FailedPlugin:
+    """A plugin that could not be loaded or whose registration hook raised."""
+
+    name: str
+    distribution: str
+    version: str
+    error: str
+
+
 @dataclass
 class Component:
     kind: str
@@ -69,6 +79,7 @@ class Registry:
         default_factory=lambda: {k: {} for k in KINDS}
     )
     conflicts: dict[tuple[str, str], list[Provider]] = field(default_factory=dict)
+    failed: list[FailedPlugin] = field(default_factory=list)  # what `plfw plugins` reports
     weights_hook: WeightsHook | None = None  # set by plfw.plugins to plfw_resolve_weights
 
     def add(self, component: Component) -> None:

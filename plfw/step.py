@@ -26,16 +26,12 @@ Speed without changing that maths:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from plfw.config import Config, TrainSettings
+from plfw.config import TrainSettings
 from plfw.fused import compiled_activations
-from plfw.phase import Phase, build_generator, build_phase, calibrate_losses, make_ema
-from plfw.registry import Registry
+from plfw.phase import Phase
 from plfw.runtime import LONG_PHASE, Runtime, unwrap
 
 
@@ -196,22 +192,3 @@ class TrainStep:
         current, worst = (int(v) for v in torch.stack([self.bad_run, self.worst_run]).tolist())
         self.worst_run = self.bad_run.clone()
         return current, worst
-
-
-def build_step(cfg: Config, phase: str, rt: Runtime, batch: int, crop: int,
-               registry: Registry | None = None) -> tuple[TrainStep, Callable[[], Any]]:
-    """The trainer's own step for ``phase`` (same generator, phase, calibration and EMA
-    builders) and a zero-argument call of it on one fixed synthetic batch: what bench times."""
-    if registry is None:
-        from plfw.plugins import get_plugins
-
-        registry = get_plugins().registry
-    torch.manual_seed(cfg.seed)
-    gen, out_range = build_generator(registry, cfg, rt)
-    built = build_phase(phase, cfg.phases[phase], gen, rt, out_range, crop, cfg.scale, registry)
-    lr = rt.to(torch.rand(batch, 3, crop // cfg.scale, crop // cfg.scale))
-    hr01 = rt.to(torch.rand(batch, 3, crop, crop))
-    lo, hi = out_range
-    calibrate_losses(built, hr01 * (hi - lo) + lo)
-    step = TrainStep(gen, built, rt, cfg.train, out_range, make_ema(gen, cfg.train.ema))
-    return step, lambda: step(lr, hr01)

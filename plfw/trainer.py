@@ -22,6 +22,13 @@ from torch import nn
 from tqdm import tqdm
 
 from plfw import config as config_mod
+from plfw.assembly import (
+    build_dataset,
+    build_generator,
+    build_metrics,
+    generator_spec,
+    seeded_phase,
+)
 from plfw.checkpoint import (
     atomic_torch_save,
     load_checkpoint,
@@ -33,15 +40,8 @@ from plfw.config import Config, PhaseSettings
 from plfw.errors import UserError
 from plfw.evaluate import Method, Pair, bicubic, dataset_pairs, evaluate, load_pairs
 from plfw.generators import GENERATOR_FORMAT, load_generator, runner
-from plfw.phase import (
-    Phase,
-    build_generator,
-    build_phase,
-    calibrate_losses,
-    generator_spec,
-    make_ema,
-)
-from plfw.plugins import get_plugins
+from plfw.phase import Phase, calibrate_losses, make_ema
+from plfw.registry import Registry
 from plfw.rundir import CURVE, RunDir
 from plfw.runtime import Runtime, init_distributed, make_runtime, unwrap
 from plfw.sampling import batch_at, step_loader
@@ -54,9 +54,12 @@ class TrainingDiverged(UserError):
 
 
 class Trainer:
-    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False,
-                 progress: bool = True) -> None:
-        self.cfg, t = cfg, cfg.train
+    """Trains ``cfg`` with the components of ``registry`` (the command's plugins:
+    :func:`plfw.load_registry`); ``fit`` runs it."""
+
+    def __init__(self, cfg: Config, registry: Registry, resume: bool = False,
+                 overwrite: bool = False, progress: bool = True) -> None:
+        self.cfg, t, self.registry = cfg, cfg.train, registry
         self.rt: Runtime = make_runtime(t.device, t.precision, t.channels_last, t.compile,
                                         t.threads)
         if t.sync_batchnorm and self.rt.device.type != "cuda":
@@ -74,28 +77,26 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
 
-        plugins = get_plugins()
-        self.registry, self.hook = plugins.registry, plugins.manager.hook
-        self.generator, self.output_range = build_generator(self.registry, cfg, self.rt)
+        self.generator, self.output_range = build_generator(registry, cfg, self.rt)
         self.ema = make_ema(self.generator, t.ema)
-        self.train_spec = self.registry.with_defaults("dataset", cfg.data.train, scale=cfg.scale)
-        self.train_set = self.registry.build("dataset", self.train_spec, "data.train")
+        self.train_spec, self.train_set = build_dataset(registry, cfg.data.train, cfg,
+                                                        "data.train")
         if len(self.train_set) == 0:
             raise UserError("data.train: the training dataset is empty")
         self.val_pairs: list[Pair] = []
         if cfg.data.val is not None:
-            spec = self.registry.with_defaults("dataset", cfg.data.val, scale=cfg.scale, crop=0,
-                                               augment=False)
-            self.val_pairs = dataset_pairs(self.registry.build("dataset", spec, "data.val"),
-                                           cfg.data.val_images)
-        self.metrics = self._build_metrics(cfg.metrics, "metrics")
-        self.curve_metrics = self._build_metrics(cfg.curve.metrics, "curve.metrics")
+            _, val_set = build_dataset(registry, cfg.data.val, cfg, "data.val", crop=0,
+                                       augment=False)
+            self.val_pairs = dataset_pairs(val_set, cfg.data.val_images)
+        self.metrics = build_metrics(registry, cfg.metrics, cfg.scale, "metrics")
+        self.curve_metrics = build_metrics(registry, cfg.curve.metrics, cfg.scale,
+                                           "curve.metrics")
         for name, cs in cfg.curve.sets.items():
             for folder in (cs.hr, cs.lr):
                 if folder is not None and not Path(folder).is_dir():
                     raise UserError(f"curve.sets.{name}: folder not found: {folder}")
         self._curve_pairs: dict[str, list[Pair]] | None = None
-        self.callbacks = [self.registry.build("callback", c, "callbacks") for c in cfg.callbacks]
+        self.callbacks = [registry.build("callback", c, "callbacks") for c in cfg.callbacks]
         self.check_phases()
         self.dir.prepare(resume, overwrite, config_mod.to_yaml(cfg))
 
@@ -129,11 +130,9 @@ class Trainer:
                 for index, (name, ps) in enumerate(self.cfg.phases.items()):
                     config_mod.check_phase_name(name)
                     self.dir.output_path("models", f"{name}.pt")
-                    if ps.steps <= 0:
-                        continue
-                    torch.manual_seed(self.cfg.seed * 1009 + index)
-                    build_phase(name, ps, self.generator, self.rt, self.output_range,
-                                self.train_spec.get("crop"), self.cfg.scale, self.registry)
+                    if ps.steps > 0:
+                        seeded_phase(self.registry, self.cfg, index, self.generator, self.rt,
+                                     self.output_range, self.train_spec.get("crop"))
         finally:
             random.setstate(py_state)
 
@@ -274,12 +273,8 @@ class Trainer:
         if ps.init and not resuming:
             self._init_generator(ps.init)
         bad_steps = self.stepper.bad_steps if self.stepper is not None else 0
-        # Random parts of a phase (discriminator init, a loss network with weights: none) come
-        # from a seed of their own, so a resumed run rebuilds the very same frozen networks.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed * 1009 + self.phase_index)
-            self.phase = build_phase(name, ps, self.generator, self.rt, self.output_range,
-                                     self.train_spec.get("crop"), self.cfg.scale, self.registry)
+        self.phase = seeded_phase(self.registry, self.cfg, self.phase_index, self.generator,
+                                  self.rt, self.output_range, self.train_spec.get("crop"))
         if resuming:
             bad_steps = self._restore(self._resume_state)  # type: ignore[arg-type]
             self._resume_state = None
@@ -311,11 +306,6 @@ class Trainer:
                                  self.output_range, self.ema, bad_steps)
         return self.stepper, batches
 
-    def _build_metrics(self, specs: list[Any], where: str) -> dict[str, Any]:
-        return {(m if isinstance(m, str) else str(m.get("name"))): self.registry.build(
-            "metric", self.registry.with_defaults("metric", m, border=self.cfg.scale), where)
-            for m in specs}
-
     def _check_health(self, step: TrainStep) -> None:
         worst = step.check()[1]
         t = self.cfg.train
@@ -328,7 +318,7 @@ class Trainer:
                 f"lower the learning rate or set train.grad_clip")
 
     def _init_generator(self, source: str) -> None:
-        module, _ = load_generator(source)
+        module, _ = load_generator(source, self.registry)
         try:
             unwrap(self.generator).load_state_dict(module.state_dict())
         except RuntimeError as exc:
@@ -454,16 +444,16 @@ class Trainer:
         for name, ps in self.cfg.phases.items():
             path = self.dir.output_path("models", f"{name}.pt")
             if ps.steps > 0 and path.is_file():
-                module, out_range = load_generator(path)
+                module, out_range = load_generator(path, self.registry)
                 methods[name] = runner(module.to(self.rt.device), out_range, self.rt)
         return write_summary(self.run_dir, methods, self.val_pairs, self.cfg.scale, self.metrics,
                              self.cfg.train.sample_images)
 
     def _event(self, name: str, **kwargs: Any) -> None:
-        """Lifecycle hooks of every plugin, then the config's callbacks, by keyword."""
+        """The config's callbacks, by keyword (the one lifecycle mechanism: a run's behaviour
+        depends on its config, not on which packages are installed)."""
         if not self.rt.is_main:
             return
-        getattr(self.hook, f"plfw_{name}")(trainer=self, **kwargs)
         for cb in self.callbacks:
             fn = getattr(cb, name, None)
             if fn is not None:

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from plfw.assembly import open_model
 from plfw.ensemble import DIHEDRAL, dihedral_mean
 from plfw.errors import DiskFull, UserError
-from plfw.generators import load_generator
 from plfw.images import (
     IMAGE_SUFFIXES,
     ImageError,
@@ -36,8 +36,7 @@ from plfw.images import (
     show_path,
 )
 from plfw.imresize import imresize
-from plfw.inference import frozen_runner
-from plfw.runtime import make_runtime
+from plfw.registry import Registry
 from plfw.tiling import upscale_tiled
 
 ALPHA_MODES = ("bicubic", "model", "drop")
@@ -114,7 +113,8 @@ def _on_white(colour: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return colour * alpha + (1 - alpha)
 
 
-def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile: int = 384,
+def upscale_files(inputs: list[str], out: str | Path, registry: Registry, model: str = "srgan",
+                  tile: int = 384,
                   overlap: int = 32, overwrite: bool = False, device: str = "auto",
                   precision: str = "auto", progress: bool = True, alpha: str = "bicubic",
                   out_format: str = "png", quality: int = 95, suffix: str | None = None,
@@ -141,17 +141,15 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
                         f"once), got --tile {tile} --overlap {overlap}")
     files = _expand(inputs)
     _check_writable(Path(out))
-    rt = make_runtime(device, precision, "true")
-    generator, out_range = load_generator(model)
-    generator = generator.to(rt.device)
-    scale = int(getattr(generator, "scale", 4))
+    opened = open_model(model, registry, device, precision)
+    scale = opened.scale
     suffix = f"_x{scale}" if suffix is None else suffix
     out = Path(out)
     files = _check_targets(files, out, suffix, out_format)
     failures: list[tuple[Path, str]] = []
     skipped: list[Path] = []
     pixels, started = 0, time.perf_counter()
-    net = frozen_runner(generator, out_range, rt)
+    net = opened.batch
     passes = len(DIHEDRAL) if self_ensemble else 1
     fp32: list[Any] = []  # the fp32 runner for 16-bit images, made when first needed
     stdout = sys.stderr if json_lines else sys.stdout
@@ -178,8 +176,7 @@ def upscale_files(inputs: list[str], out: str | Path, model: str = "srgan", tile
                 continue
             pic = load_picture(path)
             if pic.bits == 16 and not fp32:
-                fp32.append(frozen_runner(generator, out_range,
-                                          make_runtime(device, "fp32", "true")))
+                fp32.append(opened.with_precision("fp32").batch)
             run = fp32[0] if pic.bits == 16 else net
             bar = tqdm(desc=path.name, unit="tile", disable=not progress, leave=False,
                        file=sys.stderr)

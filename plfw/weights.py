@@ -142,16 +142,12 @@ def resolve_weights(kind: str, name: str, weights: str, *, registry: Registry | 
     for the order). ``sources`` maps the component's keywords to where they come from; None
     means the keyword (or, without ``sources``, anything not found) is the caller's to fetch.
     ``registry`` is the one building the component (its plugins answer the hook); without it,
-    the process-wide plugins do."""
+    no plugin is asked."""
     where = where or f"{kind} '{name}'"
     source = (sources or {}).get(weights)
     if source is not None and (hit := source.cached()) is not None:
         return hit
-    if registry is None:
-        from plfw.plugins import get_plugins
-
-        registry = get_plugins().registry
-    answer = registry.resolve_weights(kind, name, weights)
+    answer = registry.resolve_weights(kind, name, weights) if registry is not None else None
     if answer is not None:
         return answer
     path = Path(weights).expanduser()

@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from plfw.ablation import load_ablation
 from plfw.config import load_config, to_yaml
+from plfw.plugins import load_plugins
+from plfw.studies.ablation import load_ablation
 from plfw.trainer import Trainer
 
 
@@ -47,7 +48,7 @@ def _factor(job: Any, seed: int, sr: str, phase: str, run_seed: int) -> dict[str
         cfg = load_config(cfg_file, [f"run_dir={tmp}/run", f"phases.{phase}.steps=1",
                                      f"seed={run_seed}", f"phases.{phase}.calibration_seed={seed}",
                                      f"phases.{phase}.calibration_sr={sr}", "curve.at=[]"])
-        Trainer(cfg, progress=False).fit()
+        Trainer(cfg, load_plugins().registry, progress=False).fit()
         rows = [json.loads(line) for line in
                 (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
     calib = next((r["calibration"] for r in rows if "calibration" in r), {})

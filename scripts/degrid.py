@@ -27,9 +27,11 @@ import torch.nn.functional as F
 from plfw_builtins.artefacts import PeakLoss
 from plfw_builtins.datasets import HRFolder, HRFolderParams
 
+from plfw.assembly import build_metrics
 from plfw.checkpoint import atomic_torch_save
-from plfw.evaluate import Pair, build_metrics, evaluate, load_pairs
+from plfw.evaluate import Pair, evaluate, load_pairs
 from plfw.generators import open_generator, to_unit
+from plfw.plugins import load_plugins
 
 
 def trunk(g: torch.nn.Module, lr: torch.Tensor) -> torch.Tensor:
@@ -64,7 +66,8 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=100)
     a = ap.parse_args()
     torch.manual_seed(0)
-    loaded = open_generator(a.teacher)
+    registry = load_plugins().registry
+    loaded = open_generator(a.teacher, registry)
     teacher = loaded.module.eval().requires_grad_(False)
     student = copy.deepcopy(teacher)
     params = [*student.upsample.parameters(), *student.tail.parameters()]
@@ -84,7 +87,7 @@ def main() -> None:
                                          drop_last=True, num_workers=0)
     set5 = a.data / "benchmarks" / "Set5"
     val_pairs = load_pairs(set5 / "HR", set5 / "LR_bicubic" / "X4", 4)  # read once
-    val_metrics = build_metrics(VAL_METRICS, 4)
+    val_metrics = build_metrics(registry, VAL_METRICS, 4)
     peak, low = PeakLoss(4, 64), loaded.out_range
     t0 = time.time()
     while step < a.steps:

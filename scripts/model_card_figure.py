@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import argparse
 
+from plfw.assembly import open_model
 from plfw.evaluate import bicubic, load_pairs
-from plfw.generators import load_generator
-from plfw.runtime import make_runtime
-from plfw.trainer import runner
+from plfw.plugins import load_plugins
 from plfw.visuals import center_crop, grid, save_png
 
 
@@ -19,11 +18,10 @@ def main() -> None:
     ap.add_argument("--out", default="docs/models/compare.png")
     ap.add_argument("--photos", default="assets/photos/val")
     args = ap.parse_args()
-    rt = make_runtime("cpu", "fp32", "false")
+    registry = load_plugins().registry
     methods = {"bicubic": bicubic(4)}
     for name in ("srresnet", "srgan"):
-        module, out_range = load_generator(name)
-        methods[name] = runner(module, out_range, rt)
+        methods[name] = open_model(name, registry, "cpu").image
     pairs = load_pairs(args.photos, None, 4)
     rows = [[center_crop(m(p.lr if p.lr.shape[0] == 3 else p.lr.expand(3, -1, -1)), 120)
              for m in methods.values()] + [center_crop(p.hr, 120)] for p in pairs]

@@ -10,6 +10,10 @@ from pathlib import Path
 import helpers
 import pytest
 
+# The suite sees plfw's built-ins only (and the example plugin where a test installs it), not
+# whatever other plfw plugins this machine has installed.
+os.environ["PLFW_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PLFW_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -64,14 +68,6 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
             folder.chmod(0o755)
         return
     yield from _tmpfs(folder, "ro,size=1m", "a read-only")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test sees plugins loaded from its own environment, not a cached set."""
-    import plfw.plugins
-
-    monkeypatch.setattr(plfw.plugins, "_CACHE", None)
 
 
 @pytest.fixture

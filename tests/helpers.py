@@ -12,6 +12,16 @@ import yaml
 from PIL import Image
 
 
+def __getattr__(name: str) -> object:
+    """``REGISTRY``: the built-in plugins' registry, loaded on first use (after conftest has
+    switched autoloading off), handed to whatever a test builds."""
+    if name == "REGISTRY":
+        import plfw
+
+        return plfw.load_registry()
+    raise AttributeError(name)
+
+
 def make_images(folder: Path, count: int = 4, size: tuple[int, int] = (48, 40),
                 seed: int = 0) -> Path:
     """Smooth random colour images with some texture (so SR has something to learn)."""

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import make_images, tiny_config
+from helpers import REGISTRY, make_images, tiny_config
 
-from plfw.ablate import read_state, run_ablation, train_job
-from plfw.ablate_report import answer
-from plfw.ablation import load_ablation, training_networks
+import plfw
 from plfw.cli import main
 from plfw.errors import UserError
+from plfw.studies.ablate import read_state, run_ablation, train_job
+from plfw.studies.ablation import load_ablation, training_networks
+from plfw.studies.report import answer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +70,7 @@ def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
     path = _ablation(tmp_path)
     out = tmp_path / "out"
     lines: list[str] = []
-    report = run_ablation(path, out, device="cpu", log=lines.append)
+    report = run_ablation(path, REGISTRY, out, device="cpu", log=lines.append)
     for run in ("mse", "gan"):
         for seed in (0, 1):
             state = read_state(out / run / f"seed{seed}")
@@ -112,7 +113,7 @@ def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
     # Second report: the finished jobs' scores come from their cache, nothing retrains.
     mtime = (out / "mse" / "seed0" / "models" / "srresnet.pt").stat().st_mtime_ns
     lines.clear()
-    run_ablation(path, out, device="cpu", log=lines.append)
+    run_ablation(path, REGISTRY, out, device="cpu", log=lines.append)
     assert sum("finished earlier, skipped" in line for line in lines) == 4
     assert not any("scoring mse" in line or "scoring gan" in line for line in lines)
     assert (out / "mse" / "seed0" / "models" / "srresnet.pt").stat().st_mtime_ns == mtime
@@ -123,14 +124,14 @@ def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
     state_file = out / "gan" / "seed0" / "ablate.json"
     state = json.loads(state_file.read_text())
     state_file.write_text(json.dumps({**state, "finished": False}))
-    assert train_job(ab, job, log=lines.append) == "resumed"
+    assert train_job(ab, job, REGISTRY, log=lines.append) == "resumed"
     after = json.loads(state_file.read_text())
     assert after["finished"] and after["train_seconds"] > state["train_seconds"]
 
     # The crop grid's rows line up: each bicubic crop is nearest to the HR crop of its image.
-    from plfw.ablate_scores import score
+    from plfw.studies.scores import score
 
-    _, _, scores, _ = score(load_ablation(path, out), "cpu", log=lambda _: None)
+    _, _, scores, _ = score(load_ablation(path, out), REGISTRY, "cpu", log=lambda _: None)
     hr = scores.crops["HR"]
     assert len(hr) == 3 and set(scores.crops["bicubic"]) == set(hr) == set(scores.crops["gan"])
     for key, crop in scores.crops["bicubic"].items():
@@ -167,20 +168,20 @@ def test_changed_config_is_refused(tmp_path: Path) -> None:
     config["run_dir"] = "/moved/elsewhere"  # and where it lives
     state = {"config": config, "finished": True, "train_seconds": 1.0}
     (job.run_dir / "ablate.json").write_text(json.dumps(state))
-    assert train_job(ab, job, log=lambda _: None) == "skipped"
+    assert train_job(ab, job, REGISTRY, log=lambda _: None) == "skipped"
     phase = next(iter(config["phases"].values()))
     del phase["optimizer"], phase["warmup"]  # written by a plfw before these settings existed
     (job.run_dir / "ablate.json").write_text(json.dumps({**state, "config": config}))
-    assert train_job(ab, job, log=lambda _: None) == "skipped"
+    assert train_job(ab, job, REGISTRY, log=lambda _: None) == "skipped"
     phase["warmup"] = 5  # a setting that exists now and differs from its default does count
     (job.run_dir / "ablate.json").write_text(json.dumps({**state, "config": config}))
     with pytest.raises(UserError, match="changed since it was trained"):
-        train_job(ab, job, log=lambda _: None)
+        train_job(ab, job, REGISTRY, log=lambda _: None)
     phase["warmup"] = 0
     config["seed"] += 1  # what it learns may not
     (job.run_dir / "ablate.json").write_text(json.dumps({**state, "config": config}))
     with pytest.raises(UserError, match="changed since it was trained"):
-        train_job(ab, job, log=lambda _: None)
+        train_job(ab, job, REGISTRY, log=lambda _: None)
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -215,17 +216,18 @@ def test_cli_prints_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_unknown_metric_fails_before_scoring(tmp_path: Path) -> None:
     path = _ablation(tmp_path, metrics=["psnr_y", "st_lpips_alx"], seeds=None)
     with pytest.raises(UserError, match="st_lpips_alex"):
-        run_ablation(path, tmp_path / "out", report_only=True, device="cpu", log=lambda _: None)
+        run_ablation(path, REGISTRY, tmp_path / "out", report_only=True, device="cpu",
+                     log=lambda _: None)
 
 
 def test_training_networks(tmp_path: Path) -> None:
     ab = load_ablation(_ablation(tmp_path))
-    by_run = {j.run: training_networks(j.config) for j in ab.jobs}
+    by_run = {j.run: training_networks(j.config, REGISTRY) for j in ab.jobs}
     assert by_run == {"mse": set(), "gan": {"st_lpips_alex"}}
     # a perceptual loss that names no network trains with the loss's default one (vgg19)
     cfg = ab.jobs[1].config
     cfg.phases["srgan"].losses["content"].pop("network")
-    assert training_networks(cfg) == {"vgg19"}
+    assert training_networks(cfg, REGISTRY) == {"vgg19"}
 
 
 @pytest.mark.parametrize("path", ["ablation/paper_table1.yaml", "ablation/beyond_vgg.yaml",
@@ -280,7 +282,7 @@ def test_the_v2_study_is_what_the_issue_asks_for() -> None:
 def test_the_study_is_what_the_issue_asks_for() -> None:
     ab = load_ablation(REPO / "configs" / "study" / "loss_networks.yaml")
     assert ab.spec.seeds == [0, 1, 2] and len(ab.jobs) == 3 * len(ab.runs) >= 24
-    nets = {j.run: training_networks(j.config) for j in ab.jobs}
+    nets = {j.run: training_networks(j.config, REGISTRY) for j in ab.jobs}
     assert nets["mse"] == set() and nets["vgg54"] == {"vgg19"}
     inits = {j.config.phases["srgan"].init for j in ab.jobs}
     assert len(inits) == 1 and (REPO / inits.pop()).is_file()  # one shared SRResNet
@@ -330,7 +332,6 @@ def test_answer_is_written_from_the_numbers() -> None:
 @pytest.mark.slow
 def test_study_variants_build_here() -> None:
     """The GPU variant extends the CPU study; the online one builds offline with weights: none."""
-    import plfw
 
     gpu = load_ablation(REPO / "configs" / "study" / "loss_networks_gpu.yaml")
     cpu = load_ablation(REPO / "configs" / "study" / "loss_networks.yaml")
@@ -359,8 +360,8 @@ def test_study_variants_build_here() -> None:
 def test_seed_filter(tmp_path: Path) -> None:
     path = _ablation(tmp_path, runs={"mse": ["phases.srgan=null"]})
     lines: list[str] = []
-    run_ablation(path, tmp_path / "out", seeds=[1], report=False, log=lines.append)
+    run_ablation(path, REGISTRY, tmp_path / "out", seeds=[1], report=False, log=lines.append)
     assert (tmp_path / "out" / "mse" / "seed1" / "ablate.json").is_file()
     assert not (tmp_path / "out" / "mse" / "seed0").exists()
     with pytest.raises(UserError, match="--seed 5: .* has seeds \\[0, 1\\]"):
-        run_ablation(path, tmp_path / "out", seeds=[5], report=False, log=lines.append)
+        run_ablation(path, REGISTRY, tmp_path / "out", seeds=[5], report=False, log=lines.append)

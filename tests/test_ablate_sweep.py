@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import make_images
+from helpers import REGISTRY, make_images
 
-from plfw.ablate import pack_job, run_ablation
-from plfw.ablation import load_ablation
 from plfw.errors import UserError
 from plfw.evaluate import evaluate, load_pairs
 from plfw.generators import load_generator, runner
 from plfw.runtime import make_runtime
+from plfw.studies.ablate import pack_job, run_ablation
+from plfw.studies.ablation import load_ablation
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "ablation" / "smoke_sweep.yaml"
@@ -38,7 +38,7 @@ def test_the_smoke_sweep_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(REPO)  # the file's paths are relative to the repository root
     out = tmp_path / "out"
     lines: list[str] = []
-    report = run_ablation(SMOKE, out, overrides=TINY, device="cpu", log=lines.append)
+    report = run_ablation(SMOKE, REGISTRY, out, overrides=TINY, device="cpu", log=lines.append)
     ab = load_ablation(SMOKE, out, TINY)
     assert len(ab.jobs) == 14 and [j.label for j in ab.jobs[:2]] == [
         "vgg[adversarial.weight=0.001]/seed0", "mse[adversarial.weight=0.001]/seed0"]
@@ -125,8 +125,8 @@ def test_points_and_arms(tmp_path: Path) -> None:
 
 
 def test_duplicate_eval_images_are_counted_once(tmp_path: Path) -> None:
-    from plfw.ablate_stats import duplicates
     from plfw.evaluate import Pair
+    from plfw.studies.analysis import duplicates
 
     photos = load_pairs(REPO / "assets" / "photos" / "val", None, 4)
     chelsea = photos[1]
@@ -146,7 +146,8 @@ def test_fp16_generators_score_like_fp32(tmp_path: Path, monkeypatch: pytest.Mon
                   seeds=[0], artefacts="all", eval={"sets": {"val": {
                       "hr": str(REPO / "assets" / "photos" / "val")}}})
     out = tmp_path / "out"
-    run_ablation(path, out, overrides=["phases.srgan.steps=1"], device="cpu", report=False)
+    run_ablation(path, REGISTRY, out, overrides=["phases.srgan.steps=1"], device="cpu",
+                 report=False)
     ab = load_ablation(path, out, ["phases.srgan.steps=1"])
     job = ab.jobs[0]
     fp32 = job.run_dir / "models" / "srgan.pt"
@@ -161,11 +162,11 @@ def test_fp16_generators_score_like_fp32(tmp_path: Path, monkeypatch: pytest.Mon
     pairs = load_pairs(REPO / "assets" / "photos" / "val", None, 4)
     scores = []
     for model in (keep, packed):
-        module, out_range = load_generator(model)
+        module, out_range = load_generator(model, REGISTRY)
         scores.append(evaluate(runner(module, out_range, rt), pairs, 4))
     for a, b in zip(scores[0]["per_image"], scores[1]["per_image"], strict=True):
         assert abs(a["psnr_y"] - b["psnr_y"]) < 0.01
     # the report and re-scoring read the packed file
-    report = run_ablation(path, out, overrides=["phases.srgan.steps=1"], device="cpu",
+    report = run_ablation(path, REGISTRY, out, overrides=["phases.srgan.steps=1"], device="cpu",
                           report_only=True, eval_hr=str(make_images(tmp_path / "o", 2, (48, 48))))
     assert report is not None and report.is_file()

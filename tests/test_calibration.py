@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import REGISTRY
 
 import plfw
 from plfw.calibration import PRESETS, GradientMatched, calibration_sr, reference_spec
@@ -33,7 +34,8 @@ def grad_norm(loss: torch.nn.Module, sr: torch.Tensor, hr: torch.Tensor) -> floa
 
 
 def matched(spec: dict) -> GradientMatched:
-    loss = GradientMatched(plfw.build("loss", spec), reference_spec("vgg54", "test"), 4, "test")
+    loss = GradientMatched(plfw.build("loss", spec), reference_spec("vgg54", "test"), 4, "test",
+                           REGISTRY)
     loss.set_image_range(-1.0, 1.0)
     return loss
 
@@ -99,7 +101,7 @@ def test_trainer_logs_the_calibration(tmp_path) -> None:
         f"run_dir={tmp_path / 'run'}", "phases.srresnet.steps=2", "phases.srgan=null",
         "phases.srresnet.losses.pixel.match_gradient=vgg54", "data.val=null",
         "data.batch_size=2", "data.workers=0", "train.device=cpu", "train.log_every=1"])
-    Trainer(cfg, progress=False).fit()
+    Trainer(cfg, REGISTRY, progress=False).fit()
     import json
 
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()

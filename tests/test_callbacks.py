@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import tiny_config
+from helpers import REGISTRY, tiny_config
 
 from plfw.config import load_config
 from plfw.trainer import Trainer
@@ -15,7 +15,7 @@ def test_tensorboard_callback_writes_losses_and_metrics(tmp_path: Path) -> None:
     event_accumulator = pytest.importorskip(
         "tensorboard.backend.event_processing.event_accumulator")
     cfg = load_config(tiny_config(tmp_path, gan=False), ["callbacks=[tensorboard]"])
-    Trainer(cfg, progress=False).fit()
+    Trainer(cfg, REGISTRY, progress=False).fit()
     folder = Path(cfg.run_dir) / "tensorboard"
     acc = event_accumulator.EventAccumulator(str(folder))
     acc.Reload()

@@ -20,6 +20,7 @@ from plfw import cli
 from plfw.checkpoint import CheckpointDir
 from plfw.config import check_phase_name, load_config, to_dict
 from plfw.errors import UserError
+from plfw.plugins import load_plugins
 
 REPO = Path(__file__).resolve().parents[1]
 SWITCHES = ("PLFW_DISABLE_PLUGIN_AUTOLOAD", "PLFW_BLOCK_PLUGINS", "PLFW_PLUGINS")
@@ -174,7 +175,7 @@ def test_a_phase_name_cannot_write_outside_the_run_directory(tmp_path: Path) -> 
 
 
 def subcommands() -> list[str]:
-    parser = cli.build_parser()
+    parser = cli.build_parser(load_plugins())
     (action,) = [a for a in parser._actions if a.dest == "command"]
     return sorted(action.choices)
 
@@ -359,7 +360,7 @@ def test_ctrl_c_prints_the_command_that_continues(tmp_path: Path) -> None:
 
 
 def test_the_interrupt_line_for_ablate_and_before_the_first_checkpoint(tmp_path: Path) -> None:
-    parser = cli.build_parser()
+    parser = cli.build_parser(load_plugins())
     argv = ["ablate", "study dir/ablation.yaml", "--seed", "2"]
     line = cli._interrupted(parser.parse_args(argv), argv)
     assert line.endswith(": plfw ablate 'study dir/ablation.yaml' --seed 2"), line

@@ -16,15 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import REGISTRY
 from omegaconf import MISSING
 from PIL import Image
 from torch import nn
 
 import plfw
 from plfw.features import InputSpec, is_frozen
-from plfw.plugins import get_plugins
-
-_REGISTRY = get_plugins().registry
+from plfw.plugins import load_plugins
 
 # Parameters for components that cannot be built from defaults alone, keyed by (kind, name).
 # In datasets, "{hr}" and "{lr}" stand for folders of generated PNGs (x4 pairs by file stem).
@@ -42,11 +41,11 @@ LR_SIDE = 12
 
 
 def names(kind: str) -> list[str]:
-    return _REGISTRY.names(kind)
+    return REGISTRY.names(kind)
 
 
 def param_fields(kind: str, name: str) -> dict[str, dataclasses.Field]:
-    params = plfw.plugins.get_plugins().registry.get(kind, name).params
+    params = REGISTRY.get(kind, name).params
     return {f.name: f for f in dataclasses.fields(params)} if params else {}
 
 
@@ -81,7 +80,7 @@ def photo(n: int, side: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_every_plugin_loads() -> None:
-    failed = get_plugins(reload=True).failed
+    failed = load_plugins().failed
     assert failed == [], "\n".join(f"{f.name} ({f.distribution}): {f.error}" for f in failed)
 
 

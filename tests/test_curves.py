@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_images, tiny_config
+from helpers import REGISTRY, make_images, tiny_config
 
 from plfw.config import load_config
 from plfw.errors import UserError
@@ -31,14 +31,14 @@ def _curve_overrides(tmp: Path) -> list[str]:
 
 def test_curve_scores_every_image_at_the_chosen_steps(tmp_path: Path) -> None:
     cfg = load_config(tiny_config(tmp_path), _curve_overrides(tmp_path))
-    Trainer(cfg, progress=False).fit()
+    Trainer(cfg, REGISTRY, progress=False).fit()
     rows = _rows(Path(cfg.run_dir) / "curve.jsonl")
     assert [(r["step"], r["phase"], r["set"]) for r in rows] == [
         (2, "srresnet", "small"), (4, "srgan", "small"), (6, "srgan", "small")]
     assert set(rows[-1]["scores"]) == {"psnr_y", "ssim_y"}
     assert set(rows[-1]["scores"]["psnr_y"]) == {"img00", "img01"}
     # the last point is the final generator's own score
-    module, out_range = load_generator(Path(cfg.run_dir) / "models" / "srgan.pt")
+    module, out_range = load_generator(Path(cfg.run_dir) / "models" / "srgan.pt", REGISTRY)
     pairs = load_pairs(tmp_path / "curve", None, 4)
     final = evaluate(runner(module, out_range, make_runtime("cpu", "fp32")), pairs, 4)
     got = rows[-1]["scores"]["psnr_y"]
@@ -49,14 +49,14 @@ def test_resume_drops_curve_points_the_checkpoint_does_not_hold(tmp_path: Path) 
     path = tiny_config(tmp_path)
     first = load_config(path, [*_curve_overrides(tmp_path), "phases.srgan.steps=2",
                                 "train.keep_last=5"])
-    Trainer(first, progress=False).fit()  # steps 1-5: curve points 2 and 4
+    Trainer(first, REGISTRY, progress=False).fit()  # steps 1-5: curve points 2 and 4
     run = Path(first.run_dir)
     # a crash after the curve point at 4 but before checkpoint 5 is written: that checkpoint
     # never existed, so resuming from 3 must redo (not duplicate) the point at 4
     (run / "checkpoints" / "step_00000005.pt").unlink()
     (run / "checkpoints" / "step_00000004.pt").unlink(missing_ok=True)
     more = load_config(path, _curve_overrides(tmp_path))
-    Trainer(more, resume=True, progress=False).fit()
+    Trainer(more, REGISTRY, resume=True, progress=False).fit()
     steps = [r["step"] for r in _rows(run / "curve.jsonl")]
     assert steps == [2, 4, 6]
 
@@ -69,12 +69,12 @@ def test_curve_settings_are_checked(tmp_path: Path) -> None:
         load_config(path, ["curve.at=[0]", "curve.sets={a: {hr: x}}"])
     cfg = load_config(path, ["curve.at=[2]", f"curve.sets={{a: {{hr: {tmp_path / 'nope'}}}}}"])
     with pytest.raises(UserError, match="folder not found"):
-        Trainer(cfg, progress=False)
+        Trainer(cfg, REGISTRY, progress=False)
 
 
 def test_gradient_norm_of_each_term_is_logged_at_log_steps(tmp_path: Path) -> None:
     cfg = load_config(tiny_config(tmp_path), ["train.log_every=2", "phases.srgan.steps=4"])
-    Trainer(cfg, progress=False).fit()
+    Trainer(cfg, REGISTRY, progress=False).fit()
     rows = [r for r in _rows(Path(cfg.run_dir) / "metrics.jsonl") if r.get("phase") == "srgan"
             and "loss" in r]
     assert rows, "no GAN log rows"
@@ -89,8 +89,8 @@ def test_gradient_norm_of_each_term_is_logged_at_log_steps(tmp_path: Path) -> No
 def test_measuring_does_not_change_the_update(tmp_path: Path) -> None:
     a = load_config(tiny_config(tmp_path / "a"), ["train.log_every=1"])
     b = load_config(tiny_config(tmp_path / "b"), ["train.log_every=1000"])
-    Trainer(a, progress=False).fit()
-    Trainer(b, progress=False).fit()
+    Trainer(a, REGISTRY, progress=False).fit()
+    Trainer(b, REGISTRY, progress=False).fit()
     for phase in ("srresnet", "srgan"):
         wa = torch.load(Path(a.run_dir) / "models" / f"{phase}.pt", weights_only=True)
         wb = torch.load(Path(b.run_dir) / "models" / f"{phase}.pt", weights_only=True)
@@ -102,7 +102,7 @@ def _factor(tmp: Path, seed: int, extra: list[str]) -> float:
     cfg = load_config(tiny_config(tmp / f"s{seed}"), [
         f"seed={seed}", "phases.srresnet.steps=0", "phases.srgan.steps=1",
         "phases.srgan.losses.content={name: mse, match_gradient: vgg54}", *extra])
-    Trainer(cfg, progress=False).fit()
+    Trainer(cfg, REGISTRY, progress=False).fit()
     calib = [r["calibration"] for r in _rows(Path(cfg.run_dir) / "metrics.jsonl")
              if "calibration" in r]
     return calib[0]["content"]["factor"]
@@ -115,7 +115,7 @@ def test_a_fixed_calibration_batch_gives_every_seed_the_same_factor(tmp_path: Pa
     shared = [_factor(tmp_path / "fixed", s, fixed) for s in (1, 2)]
     assert shared[0] == shared[1]
     start = load_config(tiny_config(tmp_path / "start"), ["phases.srgan=null"])
-    Trainer(start, progress=False).fit()
+    Trainer(start, REGISTRY, progress=False).fit()
     init = Path(start.run_dir) / "models" / "srresnet.pt"
     gen = [_factor(tmp_path / "gen", s, [*fixed, "phases.srgan.calibration_sr=generator",
                                          f"phases.srgan.init={init}"]) for s in (1, 2)]

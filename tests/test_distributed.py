@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import REGISTRY, tiny_config
 
 from plfw.config import load_config
 from plfw.errors import UserError
@@ -68,7 +68,7 @@ def test_gan_phase_trains_under_torchrun(tmp_path: Path) -> None:
 def test_sync_batchnorm_on_the_cpu_is_a_clear_error(tmp_path: Path) -> None:
     cfg = load_config(tiny_config(tmp_path, gan=False), ["train.sync_batchnorm=true"])
     with pytest.raises(UserError, match="needs CUDA"):
-        Trainer(cfg, progress=False)
+        Trainer(cfg, REGISTRY, progress=False)
 
 
 # Loaded as a plugin module (PLFW_PLUGINS) by every rank; it has no hooks of its own: rank 1 of

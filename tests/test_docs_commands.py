@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from plfw.cli import build_parser, main
+from plfw.plugins import load_plugins
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").rglob("*.md"))]
@@ -43,7 +44,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def _split(command: str) -> tuple[list[str], argparse.ArgumentParser, list[str]]:
     words = shlex.split(command.removeprefix("nohup "))[1:]
     words = [w for w in words if w not in (">", "2>&1", "&") and not w.startswith(">")]
-    parser, path = build_parser(), []
+    parser, path = build_parser(load_plugins()), []
     while words and words[0] in (subs := _subparsers(parser)):
         path.append(words[0])
         parser = subs[words.pop(0)]

@@ -1,5 +1,5 @@
-"""plfw.duplicates: crops, shifts and gray copies are found; different photos are not; on the
-real benchmarks Set5 head = Set14 face is the only duplicate."""
+"""plfw.studies.duplicates: crops, shifts and gray copies are found; different photos are not;
+on the real benchmarks Set5 head = Set14 face is the only duplicate."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from plfw.duplicates import MAX_DIFFERENCE, Duplicate, find_duplicates
 from plfw.images import load_gray_or_rgb, load_image
+from plfw.studies.duplicates import MAX_DIFFERENCE, Duplicate, find_duplicates
 
 PHOTOS = Path(__file__).resolve().parents[1] / "assets" / "photos"
 

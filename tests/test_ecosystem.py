@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import make_images
+from helpers import REGISTRY, make_images
 
 from plfw.cli import main
 from plfw.config import load_config
@@ -112,7 +112,7 @@ def test_old_esrgan_files_written_by_the_original_code_load(tmp_path: Path, scal
     path = tmp_path / f"RRDB_ESRGAN_x{scale}.pth"
     torch.save(original.state_dict(), path)  # "model.0.weight", "model.1.sub.0.RDB1..."
     assert "model.1.sub.0.RDB1.conv1.0.weight" in original.state_dict()
-    loaded = open_generator(path)
+    loaded = open_generator(path, REGISTRY)
     assert loaded.spec["name"] == "rrdbnet" and loaded.module.scale == scale
     assert loaded.spec["num_block"] == 2 and loaded.spec["num_feat"] == 8
     x = torch.rand(1, 3, 7, 9)
@@ -138,7 +138,7 @@ def test_basicsr_and_esrgan_repo_namings_match_spandrel(tmp_path: Path) -> None:
     for name, weights in (("basicsr", {"params_ema": state}), ("esrgan_repo", repo)):
         path = tmp_path / f"{name}.pth"
         torch.save(weights, path)
-        module, out_range = load_generator(path)
+        module, out_range = load_generator(path, REGISTRY)
         assert out_range == (0.0, 1.0)
         with torch.no_grad():
             assert torch.allclose(module(x), reference, atol=1e-5), name
@@ -150,7 +150,7 @@ def test_real_esrgan_x2_layout_pixel_unshuffles(tmp_path: Path) -> None:
     state = basicsr_rrdbnet_state(fold=2)
     path = tmp_path / "RealESRGAN_x2plus.pth"
     torch.save({"params_ema": state}, path)
-    loaded = open_generator(path)
+    loaded = open_generator(path, REGISTRY)
     assert loaded.module.scale == 2 and loaded.spec["pixel_unshuffle"] is True
     x = torch.rand(1, 3, 8, 6)  # even sizes: spandrel's model pads nothing either
     with torch.no_grad():
@@ -165,7 +165,7 @@ def test_basicsr_msrresnet_loads_and_computes_the_original(tmp_path: Path, scale
     state = basicsr_msrresnet_state(scale)
     path = tmp_path / f"msrresnet_x{scale}.pth"
     torch.save({"params": state}, path)
-    loaded = open_generator(path)
+    loaded = open_generator(path, REGISTRY)
     assert loaded.spec == {"name": "msrresnet", "scale": scale, "num_in_ch": 3,
                            "num_out_ch": 3, "num_feat": 8, "num_block": 2}
     x = torch.rand(1, 3, 5, 7)
@@ -183,24 +183,24 @@ def test_params_ema_is_preferred_and_safetensors_load(tmp_path: Path) -> None:
     x = torch.rand(1, 3, 4, 4)
     want = msrresnet_reference(ema, x, 4)
     for name in ("both.pth", "bare.safetensors"):
-        loaded = open_generator(tmp_path / name)
+        loaded = open_generator(tmp_path / name, REGISTRY)
         with torch.no_grad():
             assert torch.allclose(loaded.module(x), want, atol=1e-5), name
-    assert "params_ema" in open_generator(tmp_path / "both.pth").how
+    assert "params_ema" in open_generator(tmp_path / "both.pth", REGISTRY).how
 
 
 def test_unknown_weights_name_what_was_tried(tmp_path: Path) -> None:
     path = tmp_path / "mystery.pth"
     torch.save({"encoder.weight": torch.zeros(2, 2)}, path)
     with pytest.raises(UserError) as err:
-        load_generator(path)
+        load_generator(path, REGISTRY)
     message = str(err.value)
     assert "\n" not in message and "mystery.pth" in message
     for name in ("rrdbnet", "msrresnet", "srresnet", "spandrel"):
         assert name in message
     torch.save({"params": {"step": 3}}, path)
     with pytest.raises(UserError, match="params_ema"):
-        load_generator(path)
+        load_generator(path, REGISTRY)
 
 
 @pytest.mark.parametrize("arch", ["rrdbnet", "msrresnet"])
@@ -214,7 +214,7 @@ def test_damaged_rrdb_and_msrresnet_tensors_are_one_line_errors(
     path = tmp_path / f"{arch}.pth"
     torch.save(state, path)
     with pytest.raises(UserError) as err:
-        load_generator(path)
+        load_generator(path, REGISTRY)
     message = str(err.value)
     assert "\n" not in message and str(path) in message and "conv_first.weight" in message
     assert main(["eval", "--model", str(path), "--hr", str(make_images(tmp_path / "hr", 1)),
@@ -231,7 +231,7 @@ def test_spandrel_architecture_works_in_upscale_and_eval(
     compact = Compact(num_feat=8, num_conv=2, upscale=4).eval()  # Real-ESRGAN Compact
     path = tmp_path / "realesr-compact.pth"
     torch.save({"params": compact.state_dict()}, path)
-    loaded = open_generator(path)
+    loaded = open_generator(path, REGISTRY)
     assert loaded.spec is None and "Compact" in loaded.how and loaded.module.scale == 4
     hr = make_images(tmp_path / "hr", 1, (32, 24))
     lr = tmp_path / "lr"
@@ -294,7 +294,7 @@ def test_esrgan_config_trains_two_steps_per_phase_from_an_esrgan_file(tmp_path: 
         "phases.esrgan.discriminator={name: srgan, input_size: 32, channels: 8}",
         "phases.esrgan.losses.perceptual.network.weights=none",
     ])
-    summary = Trainer(cfg, progress=False).fit()
+    summary = Trainer(cfg, REGISTRY, progress=False).fit()
     assert set(summary) == {"bicubic", "psnr", "esrgan"}
-    exported, _ = load_generator(tmp_path / "run" / "models" / "esrgan.pt")
+    exported, _ = load_generator(tmp_path / "run" / "models" / "esrgan.pt", REGISTRY)
     assert type(exported).__name__ == "RRDBNet"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REGISTRY
 from PIL import Image
 from plfw_builtins.models import SRResNet
 
@@ -72,7 +73,7 @@ def test_cli_upscale_and_eval_self_ensemble(tmp_path: Path) -> None:
             "--device", "cpu", "--precision", "fp32", "--tile", "5", "--overlap", "32"]
     done = _run(*base, "--out", str(tmp_path / "ens"), "--self-ensemble")
     assert done.returncode == 0, done.stderr
-    module, out_range = load_generator("srresnet")
+    module, out_range = load_generator("srresnet", REGISTRY)
     lr = load_image(lr_dir / "cat.png")[None]
     with torch.no_grad():
         whole = self_ensemble(lambda x: to_unit(module.eval()(x), out_range))(lr)[0]

@@ -31,7 +31,7 @@ def _phase_file(tmp_path: Path, spec: dict) -> Path:
 
 
 def _torch_unit(model: str | Path, x: torch.Tensor) -> torch.Tensor:
-    module, out_range = load_generator(model)
+    module, out_range = load_generator(model, plfw.load_registry())
     with torch.no_grad():
         return to_unit(module(x), out_range)
 
@@ -126,9 +126,10 @@ def test_graph_friendly_bicubic_is_matlab_imresize(scale: int) -> None:
 #: baseline) and reports how far the peak resident memory grew over the attack files.
 ATTACK_RUNNER = """
 import contextlib, io, json, resource, sys
+import plfw
 from plfw.cli import main
 from plfw.generators import open_generator
-open_generator("srresnet")
+open_generator("srresnet", plfw.load_registry())
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # MiB (Linux: KiB)
 base, results = peak(), []

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import tiny_config
+from helpers import REGISTRY, tiny_config
 
 from plfw import fused
+from plfw.assembly import bench_step
 from plfw.config import load_config
 from plfw.fused import PReLU, compiled_activations, prelu
 from plfw.runtime import LONG_PHASE, make_runtime
-from plfw.step import build_step
 
 #: inductor's CPU code needs a C++ compiler; without one plfw falls back (tested below)
 needs_compiler = pytest.mark.skipif(
@@ -101,7 +101,7 @@ def test_steps_compile_prelu_alone_in_long_cpu_phases(tmp_path: Path) -> None:
     for steps, rt, on in [(LONG_PHASE, auto, True), (LONG_PHASE - 1, auto, False),
                           (3, forced, True)]:
         cfg = load_config(tiny_config(tmp_path, gan=False), [f"phases.srresnet.steps={steps}"])
-        step, _ = build_step(cfg, "srresnet", rt, batch=2, crop=16)
+        step, _ = bench_step(REGISTRY, cfg, "srresnet", rt, batch=2, crop=16)
         assert step.fused is on
 
 
@@ -111,7 +111,7 @@ def test_a_step_with_compiled_prelu_trains_as_torchs_does(tmp_path: Path) -> Non
     weights = []
     for mode in ("activations", "false"):
         rt = make_runtime("cpu", "fp32", "true", mode)
-        step, call = build_step(cfg, "srresnet", rt, batch=2, crop=16)
+        step, call = bench_step(REGISTRY, cfg, "srresnet", rt, batch=2, crop=16)
         for _ in range(2):
             logs = call()
         weights.append((float(logs["loss"]), step.generator.state_dict()))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REGISTRY
 
 import plfw
 from plfw import UserError
@@ -300,9 +301,7 @@ def test_losses_stay_float32_under_bf16_autocast() -> None:
 
 
 def test_the_losses_are_registered_with_their_papers() -> None:
-    from plfw.plugins import get_plugins
-
-    registry = get_plugins().registry
+    registry = REGISTRY
     for name, paper in (("charbonnier", "2017"), ("focal_frequency", "2021"), ("fdl", "2024"),
                         ("ms_ssim", "2003"), ("dists", "2020")):
         assert paper in registry.get("loss", name).description, name

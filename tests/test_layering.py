@@ -7,6 +7,7 @@ Read from the source with ``ast``, so deferred (function-level) imports count to
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import plfw
@@ -23,7 +24,8 @@ def module_name(path: Path) -> str:
 
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
-
+#: plfw's own command plugins, loaded through entry points like a third party's
+COMMAND_PLUGINS = ("plfw.bench.command", "plfw.studies.command", "plfw.mos.command")
 
 
 def runtime_nodes(tree: ast.AST) -> list[ast.AST]:
@@ -105,8 +107,9 @@ def test_no_import_cycles() -> None:
 def test_package_modules_do_not_import_the_public_facade() -> None:
     """``plfw/__init__`` is the plugin API on top of the package (it imports its names lazily);
     the package's own modules import each other directly, so the facade cannot hide a cycle.
-    Only the command line, the very top, reads it (for ``__version__``)."""
-    top = {"plfw", "plfw.cli", "plfw.__main__"}
+    Only the command line, the very top, reads it (for ``__version__``), and the command
+    plugins (``plfw.hookimpl``), which are shaped like a third party's."""
+    top = {"plfw", "plfw.cli", "plfw.__main__", *COMMAND_PLUGINS}
     offenders = [f"{name}: imports plfw" for name in MODULES if name not in top
                  and "plfw" in edges(name)]
     assert not offenders, "\n".join(offenders)
@@ -162,3 +165,37 @@ def test_builtin_plugins_use_only_the_public_api() -> None:
 
 def test_example_plugin_uses_only_the_public_api() -> None:
     assert non_public_uses(EXAMPLE) == []
+
+
+def test_the_registry_is_passed_down_not_looked_up() -> None:
+    """Only the public facade (``plfw.load_registry``, ``plfw.build``) reads the process-wide
+    plugin set, and only the command line's entry and the loader itself load plugins: every
+    other module is handed the registry it builds with."""
+    offenders = []
+    for root in (PACKAGE, BUILTINS, REPO / "scripts", REPO / "benchmarks", REPO / "tests"):
+        for path in sorted(root.rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            rel = path.relative_to(REPO).as_posix()
+            if path == Path(__file__).resolve():
+                continue
+            if "get_plugins(" in text and rel not in ("plfw/__init__.py", "plfw/plugins.py"):
+                offenders.append(f"{rel}: get_plugins()")
+            if re.search(r"plugins\W+_CACHE", text) and rel != "plfw/plugins.py":
+                offenders.append(f"{rel}: touches the plugin cache")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_command_plugins_are_registered_through_entry_points() -> None:
+    """bench, ablate and mos reach the command line as a third party's command does: through
+    the ``plfw`` entry-point group and ``plfw_register_commands``, never named by the core."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    entry_points = set(project["project"]["entry-points"]["plfw"].values())
+    assert set(COMMAND_PLUGINS) <= entry_points
+    for name in COMMAND_PLUGINS:
+        assert "def plfw_register_commands" in MODULES[name].read_text(encoding="utf-8")
+    core = [n for n in MODULES if not n.startswith(("plfw.bench", "plfw.studies", "plfw.mos"))]
+    offenders = [f"{n} imports {e}" for n in core for e in edges(n)
+                 if e.startswith(("plfw.bench", "plfw.studies", "plfw.mos"))]
+    assert not offenders, "\n".join(offenders)

@@ -5,7 +5,6 @@ loopback only and are bounded in number and time."""
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import math
@@ -26,8 +25,9 @@ import pytest
 from helpers import fill_disk
 from PIL import Image
 
+from plfw.cli import main
 from plfw.errors import UserError
-from plfw.mos import cli
+from plfw.mos import command as cli
 from plfw.mos.create import create_study
 from plfw.mos.db import RatingsDB
 from plfw.mos.order import presentation_order
@@ -145,15 +145,12 @@ def test_create_rejects_bad_arguments(inputs: Path) -> None:
 
 
 def test_cli_create_and_report(inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    cli.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["mos", "create", str(inputs / "s"), "--methods",
-                              f"m1={inputs / 'm1'}", f"m2={inputs / 'm2'}", "--reference",
-                              str(inputs / "ref"), "--lr", str(inputs / "lr")])
-    assert cli.run(args) == 0
+    assert main(["mos", "create", str(inputs / "s"), "--methods", f"m1={inputs / 'm1'}",
+                 f"m2={inputs / 'm2'}", "--reference", str(inputs / "ref"), "--lr",
+                 str(inputs / "lr")]) == 0
     assert "4 images x 4 versions" in capsys.readouterr().out
-    with pytest.raises(UserError, match="no ratings yet"):
-        cli.run(parser.parse_args(["mos", "report", str(inputs / "s")]))
+    assert main(["mos", "report", str(inputs / "s")]) == 2
+    assert "no ratings yet" in capsys.readouterr().err
 
 
 # --- order and storage -------------------------------------------------------------------
@@ -496,9 +493,7 @@ def test_concurrent_raters_do_not_clash(server, inputs: Path) -> None:
 
 
 def test_sigkilled_server_keeps_every_acknowledged_rating(study) -> None:
-    code = ("import argparse, sys; from plfw.mos import cli; p = argparse.ArgumentParser(); "
-            "cli.add_parser(p.add_subparsers()); sys.exit(cli.run(p.parse_args(sys.argv[1:])))")
-    proc = subprocess.Popen([sys.executable, "-c", code, "mos", "serve", str(study.root),
+    proc = subprocess.Popen([sys.executable, "-m", "plfw", "mos", "serve", str(study.root),
                              "--port", "0"], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import make_images
+from helpers import REGISTRY, make_images
 
 from plfw.config import load_config
 from plfw.trainer import Trainer
@@ -61,7 +61,7 @@ def test_paper_config_trains_two_steps_when_shrunk(name: str, tmp_path: Path) ->
         "train.sample_images=1",
         *[f"phases.{p}.steps=2" for p in load_config(PAPER / f"{name}.yaml").phases],
     ])
-    summary = Trainer(cfg, progress=False).fit()
+    summary = Trainer(cfg, REGISTRY, progress=False).fit()
     assert set(summary) == {"bicubic", *cfg.phases}
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().split("\n")
                if x]

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers import REGISTRY
 from omegaconf import MISSING
 
 from plfw.cli import main
 from plfw.params_doc import field_notes, markdown
-from plfw.plugins import get_plugins
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,5 +39,5 @@ def test_params_of_one_component(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_the_reference_page_is_in_step_with_the_code() -> None:
     page = (REPO / "docs" / "components.md").read_text()
-    assert page == markdown(get_plugins().registry, "plfw"), (
+    assert page == markdown(REGISTRY, "plfw"), (
         "docs/components.md is stale: run plfw plugins --reference docs/components.md")

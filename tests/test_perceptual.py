@@ -24,7 +24,7 @@ from PIL import Image
 
 import plfw
 from plfw.errors import UserError
-from plfw.plugins import get_plugins
+from plfw.plugins import load_plugins
 
 PHOTOS = Path(__file__).resolve().parents[1] / "assets" / "photos"
 pytest.importorskip("stlpips_pytorch")
@@ -208,10 +208,10 @@ def test_resolve_weights_hook_and_a_file_supply_the_trunk(monkeypatch: pytest.Mo
                                                                                  hr)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PLFW_PLUGINS", "alex_weights_plugin")
-    get_plugins(reload=True)
-    by_hook = plfw.build("metric", "lpips_alex")(q8(hr * 0.9), hr)
+    registry = load_plugins().registry
+    by_hook = registry.build("metric", "lpips_alex")(q8(hr * 0.9), hr)
     assert by_hook == by_file > 0
-    net = plfw.build("feature_extractor", {"name": "alexnet", "taps": ["relu2"]})
+    net = registry.build("feature_extractor", {"name": "alexnet", "taps": ["relu2"]})
     torch.testing.assert_close(net.features[3].weight,
                                torch.load(file, weights_only=True)["features.3.weight"])
 
@@ -307,9 +307,4 @@ def test_offline_message_from_plfw_eval_says_what_works_there(
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PLFW_PLUGINS", "offline_alexnet_plugin")
-    get_plugins(reload=True)
-    try:
-        assert main([*argv, "--json"]) == 0
-    finally:
-        monkeypatch.delenv("PLFW_PLUGINS")
-        get_plugins(reload=True)
+    assert main([*argv, "--json"]) == 0

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 import plfw
 from plfw import hookspecs
@@ -49,6 +50,13 @@ def listing(*args: str, path: Path | list[Path] = (), **env: str) -> list[dict[s
     proc = run_plfw("plugins", "--json", *args, path=path, **env)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+@pytest.fixture(autouse=True)
+def _autoload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Discovery is what this module tests: plugins load as on a user's machine here (the rest
+    of the suite sees the built-ins only, see conftest)."""
+    monkeypatch.delenv("PLFW_DISABLE_PLUGIN_AUTOLOAD", raising=False)
 
 
 def rows(entries: list[dict[str, Any]], kind: str, name: str) -> list[dict[str, Any]]:
@@ -150,11 +158,69 @@ def test_example_plugin_trains_two_steps(example_site: Path, tmp_path: Path) -> 
     assert (run / "models" / "espcn.pt").is_file()
 
 
+def test_example_plugin_adds_a_command(example_site: Path) -> None:
+    """A third party's command: listed with its provider, run with the command's registry, and
+    its answer depends on the image (flat gray: no edges)."""
+    entries = listing(path=example_site)
+    assert [(r["distribution"], r["plugin"]) for r in rows(entries, "command", "edges")] == [
+        ("plfw-example-plugin", "example")]
+    assert rows(entries, "command", "ablate")[0]["distribution"] == "plfw"
+    photo = next((REPO / "assets" / "photos" / "val").iterdir())
+    busy = run_plfw("edges", str(photo), path=example_site)
+    assert busy.returncode == 0, busy.stderr
+    flat = Path(example_site).parent / "flat.png"
+    Image.new("RGB", (16, 16), (128, 128, 128)).save(flat)
+    calm = run_plfw("edges", str(flat), path=example_site)
+    strength = [float(p.stdout.split()[-1]) for p in (busy, calm)]
+    assert strength[0] > 0.01 and strength[1] == 0.0
+    missing = run_plfw("edges", path=example_site)
+    assert missing.returncode == 2 and "image" in missing.stderr
+
+
+COMMANDS_SOURCE = """
+    import plfw
+
+    def run(args, registry):
+        print("ran", args.command, len(registry.names("generator")) > 0)
+
+    @plfw.hookimpl
+    def plfw_register_commands(register):
+        register("{name}", run, help="a test command")
+        {extra}
+"""
+
+
+def test_command_clashes_and_failures_are_reported_like_plugins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name taken twice (or a core name) and a hook that raises mark that plugin failed;
+    everything else keeps working."""
+    for module, name, extra in (("cmd_a", "hello", ""), ("cmd_b", "hello", ""),
+                                ("cmd_core", "train", ""),
+                                ("cmd_raise", "later", "raise RuntimeError('no command')")):
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(
+            COMMANDS_SOURCE.format(name=name, extra=extra)))
+    env = {"PLFW_PLUGINS": "cmd_a,cmd_b,cmd_core,cmd_raise"}
+    proc = run_plfw("hello", path=tmp_path, **env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ran hello True", proc.stderr
+    failed = {e["name"]: e["error"] for e in listing(path=tmp_path, **env)
+              if e["kind"] == "failed"}
+    assert "registered by cmd_a" in failed["cmd_b"]
+    assert "command 'train' is registered by plfw" in failed["cmd_core"]
+    assert failed["cmd_raise"] == "RuntimeError: no command"
+    broken = run_plfw("later", path=tmp_path, **env)  # registered, then its hook raised
+    assert broken.returncode == 2 and broken.stderr.count("\n") == 1
+    assert "failed to register (RuntimeError: no command)" in broken.stderr
+    unknown = run_plfw("nosuch", path=tmp_path, **env)
+    assert unknown.returncode == 2
+    assert "3 plugin(s) failed to load" in unknown.stderr and "cmd_raise" in unknown.stderr
+
+
 def test_example_components_follow_the_conventions(example_site: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(example_site))
-    net = plfw.build("feature_extractor",
-                     {"name": "tiny_gradients", "taps": ["luma", "sobel", "sobel_half"]})
+    registry = load_plugins().registry
+    net = registry.build("feature_extractor",
+                         {"name": "tiny_gradients", "taps": ["luma", "sobel", "sobel_half"]})
     assert is_frozen(net) and net.taps == ("luma", "sobel", "sobel_half")
     assert not any(p.requires_grad for p in net.parameters())
     assert not net.state_dict()  # constant filters are not saved
@@ -164,9 +230,9 @@ def test_example_components_follow_the_conventions(example_site: Path,
     flat = net(net.input_spec.convert(torch.full((1, 3, 8, 8), 0.3)))
     assert flat["sobel"].abs().max() < 1e-6  # no edges in a flat image
     with pytest.raises(UserError, match=r"unknown tap 'sobl' \(did you mean: sobel"):
-        plfw.build("feature_extractor", {"name": "tiny_gradients", "taps": ["sobl"]})
+        registry.build("feature_extractor", {"name": "tiny_gradients", "taps": ["sobl"]})
 
-    gen = plfw.build("generator", {"name": "tiny_espcn", "scale": 3, "channels": 8})
+    gen = registry.build("generator", {"name": "tiny_espcn", "scale": 3, "channels": 8})
     assert gen.scale == 3 and tuple(gen.output_range) == (0.0, 1.0)
     assert gen(torch.rand(1, 3, 10, 12)).shape == (1, 3, 30, 36)
 
@@ -184,8 +250,9 @@ def test_duplicate_name_is_listed_with_both_providers(fake_listing: list[dict[st
 def test_building_a_duplicate_name_names_both_distributions(
         fake_site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(fake_site))
+    registry = load_plugins().registry
     with pytest.raises(UserError) as info:
-        plfw.build("generator", "dup_net")
+        registry.build("generator", "dup_net")
     message = str(info.value)
     assert "plfw-dup-a 1.0" in message and "plfw-dup-b 2.0" in message
     assert "PLFW_BLOCK_PLUGINS" in message
@@ -302,7 +369,10 @@ def test_every_hookspec_is_documented_with_its_signature() -> None:
     guide = GUIDE.read_text(encoding="utf-8")
     specs = [(name, fn) for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
              if hasattr(fn, "plfw_spec")]
-    assert len(specs) >= 12
+    kinds = ("generators", "discriminators", "feature_extractors", "losses", "datasets",
+             "metrics", "callbacks", "commands")
+    assert {name for name, _ in specs} == {*(f"plfw_register_{k}" for k in kinds),
+                                           "plfw_resolve_weights"}
     for name, fn in specs:
         sig = inspect.signature(fn)  # annotations stay source strings (postponed evaluation)
         params = ", ".join(f"{p.name}: {p.annotation}" for p in sig.parameters.values())

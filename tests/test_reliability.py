@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import fill_disk, tiny_config
+from helpers import REGISTRY, fill_disk, tiny_config
 from PIL import Image
 
-from plfw.ablation import load_ablation
+from plfw.assembly import bench_step
 from plfw.checkpoint import CheckpointDir, atomic_write_bytes
 from plfw.cli import main
 from plfw.config import load_config, to_yaml
@@ -36,7 +36,7 @@ from plfw.export import export_generator
 from plfw.locks import LOCK_FILE, FolderBusy, FolderLock
 from plfw.rundir import CURVE, LOG, RunDir
 from plfw.runtime import make_runtime, unwrap
-from plfw.step import build_step
+from plfw.studies.ablation import load_ablation
 
 ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
 
@@ -124,7 +124,7 @@ def test_full_disk_during_export_leaves_no_file(tmp_path: Path,
     _disk_full_under(monkeypatch, tmp_path / "out")
     target = tmp_path / "out" / "srresnet.safetensors"
     with pytest.raises(UserError) as info:
-        export_generator("srresnet", "safetensors", target)
+        export_generator("srresnet", "safetensors", REGISTRY, target)
     assert str(tmp_path / "out") in str(info.value) and "\n" not in str(info.value)
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -144,11 +144,11 @@ def test_a_real_full_filesystem(small_disk: Path) -> None:
     with pytest.raises(DiskFull):
         atomic_write_bytes(small_disk / "x.bin", b"1" * 100_000)
     with pytest.raises(DiskFull):
-        export_generator("srresnet", "safetensors", small_disk / "m.safetensors")
+        export_generator("srresnet", "safetensors", REGISTRY, small_disk / "m.safetensors")
     from plfw.upscale import upscale_files
 
     with pytest.raises(DiskFull, match=str(small_disk / "up")):
-        upscale_files([str(image)], small_disk / "up", model="srresnet", progress=False)
+        upscale_files([str(image)], small_disk / "up", REGISTRY, model="srresnet", progress=False)
     assert sorted(p.name for p in small_disk.rglob("*")) == [
         "checkpoints", "filler", "in.png", "latest", "step_00000001.pt", "up"]
     assert not list((small_disk / "up").iterdir())
@@ -254,7 +254,7 @@ def test_a_step_skipped_as_non_finite_changes_no_tensor(tmp_path: Path) -> None:
     statistics, num_batches_tracked and Adam states are bit-identical afterwards."""
     cfg = load_config(tiny_config(tmp_path), ["train.ema=0.9"])
     rt = make_runtime("cpu", "fp32", "false", "false")
-    step, healthy = build_step(cfg, "srgan", rt, batch=2, crop=16)
+    step, healthy = bench_step(REGISTRY, cfg, "srgan", rt, batch=2, crop=16)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in step.generator.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in step.phase.discriminator.modules())
     healthy()  # Adam has state and the statistics have moved once

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import REGISTRY, tiny_config
 
 from plfw.config import PhaseSettings, load_config
 from plfw.errors import UserError
@@ -63,15 +63,15 @@ def test_resume_is_exact_with_adamw_warmup_and_cosine(tmp_path: Path) -> None:
              "phases.srresnet.schedule=cosine", "phases.srresnet.warmup=2",
              "phases.srgan.schedule=cosine", "phases.srgan.warmup=1", "phases.srgan.min_lr=1e-5"]
     full = load_config(tiny_config(tmp_path / "a"), extra)
-    Trainer(full, progress=False).fit()
+    Trainer(full, REGISTRY, progress=False).fit()
     part = tiny_config(tmp_path / "b")
-    Trainer(load_config(part, [*extra, "train.keep_last=10"]), progress=False).fit()
+    Trainer(load_config(part, [*extra, "train.keep_last=10"]), REGISTRY, progress=False).fit()
     run = Path(load_config(part, extra).run_dir)
     for step in (5, 6):  # as if killed after step 4, inside the GAN phase's cosine
         (run / "checkpoints" / f"step_{step:08d}.pt").unlink()
     (run / "models" / "srgan.pt").unlink()
     resumed = load_config(part, [*extra, "train.keep_last=10"])
-    Trainer(resumed, resume=True, progress=False).fit()
+    Trainer(resumed, REGISTRY, resume=True, progress=False).fit()
     for phase in ("srresnet", "srgan"):
         a = torch.load(Path(full.run_dir) / "models" / f"{phase}.pt", weights_only=True)
         b = torch.load(Path(resumed.run_dir) / "models" / f"{phase}.pt", weights_only=True)

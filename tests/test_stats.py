@@ -1,5 +1,5 @@
-"""plfw.stats: interval coverage by simulation (and the old bootstrap's under-coverage), hand
-computations of combine/holm/kendall_tau/at_level, and its refusals."""
+"""plfw.studies.intervals: interval coverage by simulation (and the old bootstrap's
+under-coverage), hand computations of combine/holm/kendall_tau/at_level, and its refusals."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from plfw import stats
+from plfw.studies import intervals as stats
 
 IMAGES = 20
 SIMS = 2000
@@ -82,7 +82,7 @@ def _percentile_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int, seed: in
 
 
 def test_old_percentile_bootstrap_under_covers_when_seeds_dominate() -> None:
-    """Why plfw.stats exists: resampling 3 seeds cannot reach past their range."""
+    """Why plfw.studies.intervals exists: resampling 3 seeds cannot reach past their range."""
     rng = np.random.default_rng(7)
     a, b = _simulate(rng, BOOT_SIMS, 3, SEED_DOMINATED)
     mean_hits = diff_hits = 0

@@ -6,18 +6,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import REGISTRY, tiny_config
 
+from plfw.assembly import bench_step
 from plfw.config import load_config
 from plfw.errors import UserError
 from plfw.runtime import make_runtime
-from plfw.step import build_step
 
 
 def test_non_finite_update_is_skipped_without_touching_weights_or_adam(tmp_path: Path) -> None:
     cfg = load_config(tiny_config(tmp_path, gan=False), ["train.ema=0.5"])
     rt = make_runtime("cpu", "fp32", "false", "false")
-    step, call = build_step(cfg, "srresnet", rt, batch=2, crop=16)
+    step, call = bench_step(REGISTRY, cfg, "srresnet", rt, batch=2, crop=16)
     call()
     weights = {k: v.clone() for k, v in step.generator.state_dict().items()
                if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}

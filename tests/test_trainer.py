@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import REGISTRY, tiny_config
 
 from plfw.checkpoint import CheckpointDir, load_checkpoint
 from plfw.config import load_config
@@ -30,7 +30,7 @@ def _weights(run: Path, phase: str) -> dict[str, torch.Tensor]:
 
 def test_two_phases_write_the_run_directory(tmp_path: Path) -> None:
     cfg = load_config(tiny_config(tmp_path))
-    summary = Trainer(cfg, progress=False).fit()
+    summary = Trainer(cfg, REGISTRY, progress=False).fit()
     run = Path(cfg.run_dir)
     assert set(summary) == {"bicubic", "srresnet", "srgan"}
     assert all(0 < summary[m]["psnr_y"] < 100 for m in summary)
@@ -49,14 +49,14 @@ def test_two_phases_write_the_run_directory(tmp_path: Path) -> None:
 
 def test_resume_is_exact(tmp_path: Path) -> None:
     full = load_config(tiny_config(tmp_path / "a"))
-    Trainer(full, progress=False).fit()
+    Trainer(full, REGISTRY, progress=False).fit()
 
     part = tiny_config(tmp_path / "b")
     # stop after step 4 (inside the GAN phase), as a crash would
     cfg = load_config(part, ["phases.srgan.steps=1"])
-    Trainer(cfg, progress=False).fit()
+    Trainer(cfg, REGISTRY, progress=False).fit()
     resumed = load_config(part)
-    Trainer(resumed, resume=True, progress=False).fit()
+    Trainer(resumed, REGISTRY, resume=True, progress=False).fit()
 
     for phase in ("srresnet", "srgan"):
         a, b = _weights(Path(full.run_dir), phase), _weights(Path(resumed.run_dir), phase)
@@ -105,10 +105,10 @@ def test_sigkill_at_random_points_then_resume_matches(tmp_path: Path) -> None:
 
 def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
     path = tiny_config(tmp_path, gan=False)
-    Trainer(load_config(path), progress=False).fit()
+    Trainer(load_config(path), REGISTRY, progress=False).fit()
     with pytest.raises(UserError, match="--resume"):
-        Trainer(load_config(path), progress=False)
-    Trainer(load_config(path), overwrite=True, progress=False).fit()
+        Trainer(load_config(path), REGISTRY, progress=False)
+    Trainer(load_config(path), REGISTRY, overwrite=True, progress=False).fit()
 
 
 def test_unwritable_run_dir_fails_before_training(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ def test_unwritable_run_dir_fails_before_training(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     path = tiny_config(tmp_path, gan=False)
     with pytest.raises(UserError, match="not writable"):
-        Trainer(load_config(path, [f"run_dir={blocker}/run"]), progress=False)
+        Trainer(load_config(path, [f"run_dir={blocker}/run"]), REGISTRY, progress=False)
 
 
 def test_divergence_stops_with_last_good_checkpoint(tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_divergence_stops_with_last_good_checkpoint(tmp_path: Path) -> None:
     # three healthy steps, then the learning rate jumps by 1e32 and the weights blow up
     cfg = load_config(path, ["phases.srresnet.steps=20", "phases.srresnet.milestones=[3]",
                              "phases.srresnet.gamma=1e32", "train.max_bad_steps=3"])
-    trainer = Trainer(cfg, progress=False)
+    trainer = Trainer(cfg, REGISTRY, progress=False)
     with pytest.raises(TrainingDiverged, match="diverged"):
         trainer.fit()
     latest = CheckpointDir(Path(cfg.run_dir) / "checkpoints").latest()
@@ -136,7 +136,7 @@ def test_divergence_stops_with_last_good_checkpoint(tmp_path: Path) -> None:
 
 def test_ema_tracks_weights_and_copies_batch_norm_buffers(tmp_path: Path) -> None:
     cfg = load_config(tiny_config(tmp_path, gan=False), ["train.ema=0.5"])
-    trainer = Trainer(cfg, progress=False)
+    trainer = Trainer(cfg, REGISTRY, progress=False)
     trainer.fit()
     ema, live = trainer.ema.state_dict(), trainer.generator.state_dict()
     means = [k for k in ema if k.endswith("running_mean")]
@@ -157,12 +157,12 @@ def test_adversarial_loss_needs_a_discriminator(tmp_path: Path) -> None:
     path = tiny_config(tmp_path)
     cfg = load_config(path, ["phases.srgan.discriminator=null"])
     with pytest.raises(UserError, match="discriminator"):
-        Trainer(cfg, progress=False).fit()
+        Trainer(cfg, REGISTRY, progress=False).fit()
 
 
 def test_validation_and_summary_use_the_configured_metrics(tmp_path: Path) -> None:
     cfg = load_config(tiny_config(tmp_path, gan=False), ["metrics=[{name: psnr_y, border: 2}]"])
-    summary = Trainer(cfg, progress=False).fit()
+    summary = Trainer(cfg, REGISTRY, progress=False).fit()
     assert set(summary["bicubic"]) == {"psnr_y", "per_image"}
     log = (Path(cfg.run_dir) / "metrics.jsonl").read_text()
     records = [json.loads(x) for x in log.splitlines()]
@@ -182,7 +182,7 @@ def test_a_phase_name_is_checked_again_where_files_are_written(tmp_path: Path) -
     for bad in ("../x", str(tmp_path / "victim")):
         cfg.phases = {bad: next(iter(cfg.phases.values()))}
         with pytest.raises(UserError, match="is not allowed"):
-            Trainer(cfg, progress=False)
+            Trainer(cfg, REGISTRY, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml", "train", "val"]
     run = RunDir(tmp_path / "run", 2)
     assert run.output_path("models", "srgan.pt") == tmp_path / "run" / "models" / "srgan.pt"
@@ -197,11 +197,11 @@ def test_a_folder_holding_anything_is_not_overwritten(tmp_path: Path) -> None:
     naming the folder; nothing in it changes. --overwrite still replaces the run."""
     path = tiny_config(tmp_path, gan=False)
     run = tmp_path / "run"
-    Trainer(load_config(path), progress=False).fit()
+    Trainer(load_config(path), REGISTRY, progress=False).fit()
     shutil.rmtree(run / "checkpoints")  # deleted to save space
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     with pytest.raises(UserError, match=f"{run} is not empty .*models/.*--overwrite"):
-        Trainer(load_config(path), progress=False)
+        Trainer(load_config(path), REGISTRY, progress=False)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     for name in ("config.yaml", "metrics.jsonl", "curve.jsonl", "summary.md", "samples/a.png",
                  "notes.txt"):
@@ -209,14 +209,14 @@ def test_a_folder_holding_anything_is_not_overwritten(tmp_path: Path) -> None:
         (folder / name).parent.mkdir(parents=True)
         (folder / name).write_text("mine")
         with pytest.raises(UserError, match=f"{folder} is not empty"):
-            Trainer(load_config(path, [f"run_dir={folder}"]), progress=False)
+            Trainer(load_config(path, [f"run_dir={folder}"]), REGISTRY, progress=False)
         assert (folder / name).read_text() == "mine" and len(list(folder.rglob("*"))) == (
             2 + (name == "samples/a.png"))  # the file and plfw's lock
     empty = tmp_path / "empty"
     empty.mkdir()
-    Trainer(load_config(path, [f"run_dir={empty}", "phases.srresnet.steps=1"]),
+    Trainer(load_config(path, [f"run_dir={empty}", "phases.srresnet.steps=1"]), REGISTRY,
             progress=False).fit()
-    Trainer(load_config(path), overwrite=True, progress=False).fit()
+    Trainer(load_config(path), REGISTRY, overwrite=True, progress=False).fit()
     assert CheckpointDir(run / "checkpoints").steps() == [2, 3]
 
 
@@ -225,13 +225,13 @@ def test_a_bad_later_phase_fails_before_the_first_step(tmp_path: Path) -> None:
     every phase is built once before training, so nothing is trained or written."""
     cfg = load_config(tiny_config(tmp_path), ["phases.srgan.losses.content.layers={relu9_9: 1.0}"])
     with pytest.raises(UserError, match="unknown tap 'relu9_9'"):
-        Trainer(cfg, progress=False)
+        Trainer(cfg, REGISTRY, progress=False)
     assert not (tmp_path / "run").exists()
 
 
 def test_building_every_phase_up_front_changes_no_random_draw(tmp_path: Path) -> None:
     """The up-front build (discriminator init, random loss networks) runs on forked RNGs."""
-    trainer = Trainer(load_config(tiny_config(tmp_path)), progress=False)
+    trainer = Trainer(load_config(tiny_config(tmp_path)), REGISTRY, progress=False)
     torch_state, py_state = torch.get_rng_state(), random.getstate()
     trainer.check_phases()
     assert torch.equal(torch.get_rng_state(), torch_state) and random.getstate() == py_state
@@ -248,7 +248,7 @@ def test_unbalanced_loss_terms_warn_once_at_the_first_logged_step(
     balance_warning record, by grad_sr; balanced terms get none."""
     path = tiny_config(tmp_path)
     cfg = load_config(path, ["phases.srgan.losses.content.weight=1e9"])
-    trainer = Trainer(cfg, progress=False)
+    trainer = Trainer(cfg, REGISTRY, progress=False)
     trainer.fit()
     err = [line for line in capsys.readouterr().err.splitlines() if "pulls" in line]
     assert len(err) == 1 and err[0].startswith("plfw: warning: phase srgan: loss term "
@@ -263,7 +263,7 @@ def test_unbalanced_loss_terms_warn_once_at_the_first_logged_step(
     assert ratio == pytest.approx(5e6) and "(weighted loss: a 1e+05, b 0.02)" in (
         capsys.readouterr().err)
     assert trainer._check_balance("x", {"a": 1.0}, {"loss_a": 1e5, "grad_sr_a": 1.0}) is None
-    Trainer(load_config(path, ["run_dir=" + str(tmp_path / "ok")]), progress=False).fit()
+    Trainer(load_config(path, ["run_dir=" + str(tmp_path / "ok")]), REGISTRY, progress=False).fit()
     assert not [r for r in _records(tmp_path / "ok") if "balance_warning" in r]
     assert "pulls" not in capsys.readouterr().err
 
@@ -273,7 +273,7 @@ def test_resume_after_an_architecture_edit_is_one_line(tmp_path: Path,
     from plfw.cli import main
 
     cfg = load_config(tiny_config(tmp_path), ["phases.srgan=null", "phases.srresnet.steps=2"])
-    Trainer(cfg, progress=False).fit()
+    Trainer(cfg, REGISTRY, progress=False).fit()
     run = Path(cfg.run_dir)
     text = (run / "config.yaml").read_text()
     (run / "config.yaml").write_text(text.replace("channels: 8", "channels: 16"))
@@ -288,7 +288,7 @@ def test_each_validation_prints_one_line(tmp_path: Path,
     """Validation scores reach the terminal while training (they were only in metrics.jsonl):
     one line per validation, step, phase and metrics; none with progress off (--quiet)."""
     path = tiny_config(tmp_path, gan=False)
-    Trainer(load_config(path, ["train.val_every=2", "phases.srresnet.steps=4"])).fit()
+    Trainer(load_config(path, ["train.val_every=2", "phases.srresnet.steps=4"]), REGISTRY).fit()
     lines = [line for line in capsys.readouterr().err.splitlines() if "validation" in line]
     assert len(lines) == 2, lines
     for line, step in zip(lines, (2, 4), strict=True):
@@ -297,5 +297,6 @@ def test_each_validation_prints_one_line(tmp_path: Path,
         assert ", ssim_y 0." in line and "\r" not in line
     logged = [r for r in _records(tmp_path / "run") if "val_psnr_y" in r]
     assert f"psnr_y {logged[0]['val_psnr_y']:.4g}," in lines[0]
-    Trainer(load_config(path, ["run_dir=" + str(tmp_path / "quiet")]), progress=False).fit()
+    Trainer(load_config(path, ["run_dir=" + str(tmp_path / "quiet")]), REGISTRY,
+            progress=False).fit()
     assert "validation" not in capsys.readouterr().err

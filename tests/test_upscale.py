@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REGISTRY
 from PIL import Image
 
 from plfw.cli import main
@@ -28,12 +29,12 @@ def _crop(tmp: Path, size: int = 40) -> Path:
 
 def test_bundled_models_are_installed() -> None:
     assert set(bundled_models()) == {"srresnet", "srgan"}
-    module, out_range = load_generator("srgan")
+    module, out_range = load_generator("srgan", REGISTRY)
     assert module.scale == 4 and out_range == (-1.0, 1.0)
 
 
 def test_tiled_output_of_the_trained_model_has_no_seams(tmp_path: Path) -> None:
-    module, out_range = load_generator("srresnet")
+    module, out_range = load_generator("srresnet", REGISTRY)
     lr = load_image(_crop(tmp_path, 48))
 
     def net(x: torch.Tensor) -> torch.Tensor:
@@ -64,10 +65,10 @@ def test_cli_upscale_skips_bad_files_and_never_overwrites(tmp_path: Path) -> Non
 
 
 def test_plain_state_dict_is_accepted(tmp_path: Path) -> None:
-    module, _ = load_generator("srresnet")
+    module, _ = load_generator("srresnet", REGISTRY)
     path = tmp_path / "plain.pt"
     torch.save(module.state_dict(), path)
-    rebuilt, out_range = load_generator(path)
+    rebuilt, out_range = load_generator(path, REGISTRY)
     assert out_range == (-1.0, 1.0)
     x = torch.rand(1, 3, 8, 8)
     assert torch.equal(rebuilt(x), module(x))

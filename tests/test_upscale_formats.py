@@ -10,6 +10,7 @@ import numpy as np
 import png  # pypng: writes the 16-bit test inputs independently of plfw
 import pytest
 import torch
+from helpers import REGISTRY
 from PIL import Image
 
 from plfw.cli import main
@@ -37,7 +38,7 @@ def _alpha(size: tuple[int, int] = (14, 10)) -> np.ndarray:
 
 def _model_on(planes: torch.Tensor) -> torch.Tensor:
     """What the bundled srresnet makes of (C, H, W) planes in [0, 1], whole image, fp32."""
-    module, out_range = load_generator("srresnet")
+    module, out_range = load_generator("srresnet", REGISTRY)
     run = batch_runner(module, out_range, make_runtime("cpu", "fp32", "false"))
     rgb = planes.expand(3, -1, -1) if planes.shape[0] == 1 else planes
     sr = upscale_tiled(run, rgb, 4, tile=0)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import plfw
+import plfw.plugins
 from plfw.errors import UserError
 from plfw.features import CAFFE, IMAGENET
 
@@ -237,9 +238,11 @@ def test_resolve_weights_hook_supplies_the_file(monkeypatch: pytest.MonkeyPatch,
             return None
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PLFW_PLUGINS", "weights_plugin")  # before the first build loads plugins
+    monkeypatch.setenv("PLFW_PLUGINS", "weights_plugin")
+    registry = plfw.plugins.load_plugins().registry  # with the weights plugin
     source = vgg(taps=["relu1_1"], weights="none")
     torch.save(source.layers.state_dict(), weights)
-    net = vgg(taps=["relu1_1"], weights="torchvision")
+    net = registry.build("feature_extractor", {"name": "vgg19", "taps": ["relu1_1"],
+                                               "weights": "torchvision"})
     assert net.input_spec == IMAGENET
     torch.testing.assert_close(net.layers[0].weight, source.layers[0].weight)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plfw.ablation import load_ablation
 from plfw.cli import main
 from plfw.config import MAX_YAML_NODES, load_config, load_yaml
 from plfw.errors import UserError
+from plfw.studies.ablation import load_ablation
 
 
 def bomb(levels: int = 8) -> str:

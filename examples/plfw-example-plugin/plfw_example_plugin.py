@@ -1,11 +1,13 @@
-"""An example plfw plugin: the generator ``tiny_espcn`` and the loss network ``tiny_gradients``.
+"""An example plfw plugin: the generator ``tiny_espcn``, the loss network ``tiny_gradients`` and
+the command ``plfw edges``.
 
-plfw imports this module through the ``plfw`` entry point in pyproject.toml and calls the two
-registration hooks at the bottom; each registers one component by name.
+plfw imports this module through the ``plfw`` entry point in pyproject.toml and calls the
+registration hooks at the bottom; each registers one component or command by name.
 """
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 
 import torch
@@ -13,7 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import plfw
-from plfw import InputSpec, Register, UserError, freeze, suggest
+from plfw import (
+    CommandRegister,
+    InputSpec,
+    Register,
+    Registry,
+    UserError,
+    freeze,
+    load_image_uint8,
+    suggest,
+)
 
 
 @dataclass
@@ -110,3 +121,20 @@ def plfw_register_generators(register: Register) -> None:
 def plfw_register_feature_extractors(register: Register) -> None:
     register("tiny_gradients", build_tiny_gradients, TinyGradientsParams,
              description="fixed luma + Sobel edge maps, taps: luma, sobel, sobel_half")
+
+
+def edges(args: argparse.Namespace, registry: Registry) -> int:
+    """``plfw edges IMAGE``: how strongly ``tiny_gradients`` sees edges in an image (the mean
+    Sobel magnitude of its luma), with the registry the command was given."""
+    net = registry.build("feature_extractor", {"name": "tiny_gradients", "taps": ["sobel"]},
+                         "plfw edges")
+    image = load_image_uint8(args.image).float() / 255  # CHW RGB in [0, 1]
+    sobel = net(net.input_spec.convert(image[None]))["sobel"]
+    print(f"{args.image}: mean edge strength {float(sobel.norm(dim=1).mean()):.4f}")
+    return 0
+
+
+@plfw.hookimpl
+def plfw_register_commands(register: CommandRegister) -> None:
+    parser = register("edges", edges, help="mean Sobel edge strength of an image (example)")
+    parser.add_argument("image", help="an image file")

@@ -21,6 +21,7 @@ from plfw.errors import UserError
 from plfw.evaluate import bicubic, load_pairs
 from plfw.images import save_image
 from plfw.mos.study import Study
+from plfw.registry import Registry
 
 REPORT = "report.json"
 
@@ -44,14 +45,12 @@ def _first_seed_models(report: dict, folder: Path) -> dict[str, Path]:
     return {run: chosen[run][1] for run in dict.fromkeys(order)}
 
 
-def create_from_ablation(study_dir: str | Path, ablation_dir: str | Path, *,
+def create_from_ablation(study_dir: str | Path, ablation_dir: str | Path, registry: Registry, *,
                          calibration: int = 3, seed: int | None = None,
                          runs: list[str] | None = None, device: str = "auto") -> Study:
     """Write a MOS study comparing bicubic and each finished run of an ablation."""
-    from plfw.generators import load_generator
-    from plfw.inference import frozen_runner
+    from plfw.assembly import open_model
     from plfw.mos.create import create_study
-    from plfw.runtime import make_runtime
 
     source = Path(ablation_dir) / REPORT
     if not source.is_file():
@@ -68,16 +67,13 @@ def create_from_ablation(study_dir: str | Path, ablation_dir: str | Path, *,
     if not models:
         raise UserError(f"{source}: no finished run to rate yet")
     scale = int(report["scale"])
-    rt = make_runtime(device, "fp32", "true")
     study_dir = Path(study_dir)
     study_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{study_dir.name}.inputs.", dir=study_dir.parent))
     try:
         methods = {"bicubic": bicubic(scale)}
         for run, path in models.items():
-            module, out_range = load_generator(path)
-            batch = frozen_runner(module, out_range, rt)
-            methods[run] = lambda lr, b=batch: b(lr.unsqueeze(0))[0]
+            methods[run] = open_model(path, registry, device).image
         for set_name, folders in report["set_folders"].items():
             pairs = load_pairs(folders["hr"], folders["lr"], scale, folders.get("limit", 0))
             for pair in pairs:

@@ -4,8 +4,9 @@ What one run measures (see docs/bench.md):
 - each configured step (``mse``: the first phase without a discriminator, ``srgan``: the first
   with one) as built by the trainer (``plfw.step.TrainStep``), on synthetic batches: median
   seconds per step over ``--repeats``, images/s;
-- when a reference step file exists (``../shared/bench/reference_step.py`` by default), its
-  ``build(batch, hr, mse_only)`` step, timed interleaved with ours (A B A B ...), and the ratio;
+- the plain eager fp32 reference step (:mod:`plfw.bench.reference`, or any file with a
+  ``build(batch, hr, mse_only)`` given as ``--reference``), timed interleaved with ours
+  (A B A B ...), and the ratio;
 - this machine's attainable 2048x2048 matmul FLOP/s in the precision the step uses (the other
   is reported as skipped), interleaved too, so the step's achieved FLOP/s (FlopCounterMode
   count / median time) becomes an efficiency;
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import os
 import platform
 import statistics
@@ -36,57 +36,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from plfw.assembly import bench_step
 from plfw.config import load_config
 from plfw.errors import UserError
-from plfw.plugins import get_plugins
 from plfw.probe import cpu_choice
+from plfw.registry import Registry
 from plfw.runtime import cpu_has_fast_bf16, make_runtime
 from plfw.sampling import step_loader
-from plfw.step import build_step
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO / "configs" / "paper" / "srgan_vgg54.yaml"
-REFERENCE = Path("shared") / "bench" / "reference_step.py"
-LOADER_FOLDERS = (REPO.parent / "shared" / "data" / "train" / "T91",
-                  REPO / "assets" / "photos" / "train")
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("bench", help="time the training step (and a reference step)",
-                       description="Time the configured training steps on synthetic batches, "
-                                   "interleaved with a reference step when one is found.")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG),
-                   help="config whose phases give the steps (default: the paper's SRGAN-VGG54, "
-                        "which holds the SRResNet-MSE phase too)")
-    p.add_argument("--steps", default="mse,srgan",
-                   help="comma-separated: mse, srgan or phase names (default: mse,srgan)")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--crop", type=int, default=96, help="HR crop side")
-    p.add_argument("--repeats", type=int, default=5, help="timed steps each (median)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--reference", default="",
-                   help="reference step file (default: ../shared/bench/reference_step.py from "
-                        "the repository or the current folder); 'none' skips it")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"])
-    p.add_argument("--compile", default="auto",
-                   choices=["auto", "true", "false", "reduce-overhead", "activations"])
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    p.add_argument("--loader", default="",
-                   help="image folder to time the data loader on (default: T91 from "
-                        "../shared/data, else assets/photos/train); 'none' skips it")
-    p.add_argument("--workers", type=int, default=-1,
-                   help="loader workers (default: the config's data.workers)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_cmd_bench)
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    result = run(args)
-    print(json.dumps(result, indent=2) if args.json else report(result))
-    return 0
+HERE = Path(__file__).resolve().parent
+REFERENCE = HERE / "reference.py"
+#: where the loader is timed by default, relative to the working folder: the shared T91 set
+#: next to a checkout, else the photos a checkout ships
+LOADER_FOLDERS = (Path("..") / "shared" / "data" / "train" / "T91",
+                  Path("assets") / "photos" / "train")
 
 
 # ---------------------------------------------------------------- building the steps
@@ -131,6 +94,7 @@ def move_closure(fn: Callable, device: torch.device, seen: set[int] | None = Non
 
 
 def find_reference(option: str) -> Path | None:
+    """The reference step's file: plfw's own by default, ``none`` for no reference."""
     if option.lower() == "none":
         return None
     if option:
@@ -138,10 +102,7 @@ def find_reference(option: str) -> Path | None:
         if not path.is_file():
             raise UserError(f"bench --reference: {path} not found")
         return path
-    for base in (REPO.parent, Path.cwd().parent, Path.cwd()):
-        if (base / REFERENCE).is_file():
-            return base / REFERENCE
-    return None
+    return REFERENCE
 
 
 # ---------------------------------------------------------------- measuring
@@ -277,9 +238,8 @@ def phase_split(step: Any, call: Callable[[], Any], device: torch.device) -> dic
 
 
 def loader_rate(cfg: Any, folder: Path, batch: int, crop: int, workers: int,
-                batches: int = 12) -> dict[str, Any]:
+                registry: Registry, batches: int = 12) -> dict[str, Any]:
     """Images/s of the trainer's loader (``plfw.sampling.step_loader``) on ``folder``."""
-    registry = get_plugins().registry
     spec = registry.with_defaults("dataset", cfg.data.train, scale=cfg.scale)
     spec.update(root=str(folder), crop=crop)
     dataset = registry.build("dataset", spec, "bench --loader")
@@ -309,7 +269,7 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the run
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, registry: Registry) -> dict[str, Any]:
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
         raise UserError("bench: --batch and --repeats must be >= 1, --warmup >= 0")
     cfg = load_config(args.config, args.overrides)
@@ -351,7 +311,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if dev.type != "cpu":
                 move_closure(ref, dev)
         base = memory_in_use(dev)  # after the reference: only our step's memory counts
-        step, ours = build_step(cfg, phase, rt, args.batch, args.crop)
+        step, ours = bench_step(registry, cfg, phase, rt, args.batch, args.crop)
         _progress(f"{name}: {args.warmup} warm-up steps" +
                   (" (the first compiles PReLU: seconds)" if step.fused else ""))
         for _ in range(args.warmup):
@@ -403,7 +363,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if folder is not None:
         workers = cfg.data.workers if args.workers < 0 else args.workers
         _progress(f"loader: {folder} with {workers} workers")
-        result["loader"] = loader_rate(cfg, folder, args.batch, args.crop, workers)
+        result["loader"] = loader_rate(cfg, folder, args.batch, args.crop, workers, registry)
         for entry in result["steps"].values():
             entry["loader_ratio"] = round(result["loader"]["images_per_s"] /
                                           entry["images_per_s"], 2)

@@ -1,20 +1,24 @@
-"""`plfw mos create|serve|report`: the command-line side of MOS studies."""
+"""``plfw mos create|serve|report``: the command-line side of MOS studies, registered through
+``plfw_register_commands`` as any plugin's command is (entry point ``builtin_mos``)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
+import plfw
 from plfw.errors import UserError
+from plfw.registry import Registry
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``mos`` command (with create/serve/report) to an argparse subparsers object."""
-    parser = subparsers.add_parser(
-        "mos", help="mean-opinion-score studies: create, serve to raters, report",
+@plfw.hookimpl
+def plfw_register_commands(register: Any) -> None:
+    """Add ``plfw mos`` (with create/serve/report)."""
+    parser = register(
+        "mos", run, help="mean-opinion-score studies: create, serve to raters, report",
         description="Mean-opinion-score (MOS) studies, as in the SRGAN paper: raters score SR "
                     "images 1 (bad) to 5 (excellent) in a browser.")
-    parser.set_defaults(func=run)
     sub = parser.add_subparsers(dest="mos_command", required=True, metavar="{create,serve,report}")
 
     create = sub.add_parser("create", help="make a study folder from several methods' outputs")
@@ -57,7 +61,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     report.add_argument("study", type=Path)
     report.add_argument("--out", type=Path, help="report file (default STUDY/report.md)")
     report.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib)")
-    return parser
 
 
 def _methods(specs: list[str]) -> dict[str, Path]:
@@ -72,7 +75,7 @@ def _methods(specs: list[str]) -> dict[str, Path]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, registry: Registry) -> int:
     """Carry out a parsed ``plfw mos ...`` command; returns the exit code."""
     if args.mos_command == "create":
         from plfw.mos.create import create_study
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                                 "drop --methods/--reference")
             from plfw.mos.from_ablation import create_from_ablation
 
-            study = create_from_ablation(args.study, args.from_ablation,
+            study = create_from_ablation(args.study, args.from_ablation, registry,
                                          calibration=args.calibration, seed=args.seed,
                                          runs=args.run)
         elif not args.methods or args.reference is None:

@@ -18,12 +18,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from plfw.ablation import Ablation, Job, finished_model, training_networks
+from plfw.assembly import open_model
 from plfw.checkpoint import atomic_write_bytes
 from plfw.config import ImageSet
 from plfw.errors import UserError
 from plfw.evaluate import Pair, bicubic, load_pairs
-from plfw.registry import split_spec
+from plfw.registry import Registry, split_spec
+from plfw.studies.ablation import Ablation, Job, finished_model, training_networks
 
 BICUBIC = "bicubic"
 SCORES_FILE = "scores.json"
@@ -52,10 +53,7 @@ class Scores:
     picks: list[tuple[str, int, str]] = field(default_factory=list)  # (set, index, image name)
 
 
-def _metrics(ab: Ablation) -> list[MetricInfo]:
-    from plfw.plugins import get_plugins
-
-    registry = get_plugins().registry
+def _metrics(ab: Ablation, registry: Registry) -> list[MetricInfo]:
     infos, seen = [], set()
     for spec in ab.spec.metrics:
         name, params = split_spec(spec, f"{ab.path}: metrics")
@@ -142,18 +140,7 @@ def _score_method(method: Callable[[torch.Tensor], torch.Tensor], pairs: list[Pa
     return {**cached, **values}, shown
 
 
-def _generator_method(model: Path, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    from plfw.generators import load_generator
-    from plfw.inference import frozen_runner
-    from plfw.runtime import make_runtime
-
-    rt = make_runtime(device, "fp32", "true")
-    module, out_range = load_generator(model)
-    run = frozen_runner(module, out_range, rt)
-    return lambda lr: run(lr.unsqueeze(0))[0]
-
-
-def score(ab: Ablation, device: str = "auto", log: Any = print
+def score(ab: Ablation, registry: Registry, device: str = "auto", log: Any = print
           ) -> tuple[dict[str, list[Pair]], list[MetricInfo], Scores, dict[str, str]]:
     """Score bicubic and every finished job on every set (cached per job)."""
     pairs = {}
@@ -161,7 +148,7 @@ def score(ab: Ablation, device: str = "auto", log: Any = print
         pairs[name] = load_pairs(ev.hr, ev.lr, ab.scale, ev.limit)
         if not pairs[name]:
             raise UserError(f"{ab.path}: eval set '{name}': no images in {ev.hr}")
-    metrics = _metrics(ab)
+    metrics = _metrics(ab, registry)
     picks = _crop_choice(pairs, ab.spec.report.crop_images)
     size = ab.spec.report.crop
     windows = {(s, i): _detail_crop(pairs[s][i].hr, size) for s, i in picks}
@@ -179,7 +166,7 @@ def score(ab: Ablation, device: str = "auto", log: Any = print
             methods.append((job.label, job.run, job, model))
     cropped_runs: set[str] = set()
     for index, (label, run, job, model) in enumerate(methods, 1):
-        trained = training_networks(job.config) if job is not None else set()
+        trained = training_networks(job.config, registry) if job is not None else set()
         allowed = [m for m in metrics if not set(m.networks) & trained]
         # bicubic's scores are cached beside the jobs, in <out>/bicubic/
         folder = job.run_dir if job is not None else ab.out / (run or BICUBIC)
@@ -199,7 +186,7 @@ def score(ab: Ablation, device: str = "auto", log: Any = print
                     log(f"plfw ablate: {'scoring' if fresh else 'crops of'} {label} "
                         f"({index}/{len(methods)})")
                     method = (bicubic(ab.scale) if model is None
-                              else _generator_method(model, device))
+                              else open_model(model, registry, device).image)
                 cached, shown = _score_method(method, ps, allowed, cached, spots, size)
                 scores.crops.setdefault(run or BICUBIC, {}).update(
                     {(set_name, i): crop for i, crop in shown.items()})

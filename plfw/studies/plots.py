@@ -1,6 +1,6 @@
 """The pictures of an ablation report: forest plot, perception-distortion plane, learning
 curves, loss and balance curves, crops. Each takes numbers already computed
-(:mod:`plfw.ablate_stats`) and returns the PNG it wrote, or None when there is nothing to draw.
+(:mod:`plfw.studies.analysis`) and returns the PNG it wrote, or None when there is nothing to draw.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from plfw.ablate_scores import BICUBIC, Scores
-from plfw.ablate_stats import curve_means, verdict
-from plfw.ablation import Ablation
 from plfw.errors import UserError
 from plfw.rundir import read_log
+from plfw.studies.ablation import Ablation
+from plfw.studies.analysis import curve_means, verdict
+from plfw.studies.scores import BICUBIC, Scores
 
 COLOURS = {"better": "#1a7f37", "worse": "#cf222e", "same": "#6e7781"}
 

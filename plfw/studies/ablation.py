@@ -6,11 +6,13 @@ its own run directory: ``<out>/<run>`` without ``seeds``, ``<out>/<run>/seed<N>`
 Overrides may use ``{out}`` (the ablation's output folder) and ``{seed}``. An ablation file may
 ``extends:`` another (mappings merge, lists and values replace; ``base`` and relative paths are
 read relative to the file that is loaded), e.g. the GPU-sized variant of a study.
-Running the jobs lives in :mod:`plfw.ablate`, scoring and the report in :mod:`plfw.ablate_report`.
+Running the jobs lives in :mod:`plfw.studies.ablate`, scoring and the report in
+:mod:`plfw.studies.report`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -21,8 +23,9 @@ from typing import Any
 from omegaconf import MISSING
 
 from plfw import config as config_mod
-from plfw.config import Config, ImageSet
+from plfw.config import DEFAULT_METRICS, Config, ImageSet
 from plfw.errors import UserError, suggest
+from plfw.registry import Registry
 
 OUT_TOKEN = "{out}"
 SEED_TOKEN = "{seed}"
@@ -95,7 +98,7 @@ class AblationFile:
     # what a finished job keeps: all (checkpoints, every phase's .pt) or final_fp16 (only the
     # last phase's generator, as fp16 safetensors: half the bytes of a committed study)
     artefacts: str = "all"
-    metrics: list[Any] = field(default_factory=lambda: ["psnr_y", "ssim_y"])
+    metrics: list[Any] = field(default_factory=lambda: list(DEFAULT_METRICS))
     eval: ImageSettings = field(default_factory=ImageSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     notes: str = ""  # limits of the comparison, printed in the report
@@ -375,21 +378,31 @@ def _network_name(spec: Any) -> str | None:
     return None
 
 
-def training_networks(cfg: Config) -> set[str]:
-    """Names of the loss networks any phase of ``cfg`` trains against (the registry's default
-    network for a ``perceptual`` loss that names none)."""
-    from plfw.plugins import get_plugins
+def _default_network(registry: Registry, loss: str) -> Any:
+    """The ``network`` param's default of loss ``loss`` (None when it has none)."""
+    try:
+        params = registry.get("loss", loss).params
+    except UserError:
+        return None
+    found = getattr(params, "__dataclass_fields__", {}).get("network")
+    if found is None:
+        return None
+    if found.default_factory is not dataclasses.MISSING:
+        return found.default_factory()
+    return None if found.default is dataclasses.MISSING else found.default
 
+
+def training_networks(cfg: Config, registry: Registry) -> set[str]:
+    """Names of the loss networks any phase of ``cfg`` trains against (a loss's own default
+    ``network`` where its spec names none)."""
     names: set[str] = set()
     for phase in cfg.phases.values():
         for spec in (phase.losses or {}).values():
             if not isinstance(spec, dict):
                 continue
             network = spec.get("network")
-            if network is None and spec.get("name") == "perceptual":
-                params = get_plugins().registry.get("loss", "perceptual").params
-                default = getattr(params, "__dataclass_fields__", {}).get("network")
-                network = default.default if default is not None else None
+            if network is None and isinstance(spec.get("name"), str):
+                network = _default_network(registry, spec["name"])
             name = _network_name(network)
             if name:
                 names.add(name)

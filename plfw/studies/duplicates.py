@@ -1,11 +1,11 @@
 """Find evaluation images that show the same picture (Set5 ``head`` is Set14 ``face``).
 
 A benchmark that counts the same photo twice weighs it twice, and an interval that treats the
-images as independent draws (:mod:`plfw.stats`) is then too narrow. Duplicates in SR test sets
-are rarely byte-identical: one copy is usually cut from the other with a few pixels less border,
-or shifted by a few pixels, or stored as gray instead of RGB. So two images count as duplicates
-when, at the best integer offset of one over the other, their luma differs by less than
-``max_difference`` (mean absolute difference, default 2/255) over an overlap that covers at
+images as independent draws (:mod:`plfw.studies.intervals`) is then too narrow. Duplicates in SR
+test sets are rarely byte-identical: one copy is usually cut from the other with a few pixels
+less border, or shifted by a few pixels, or stored as gray instead of RGB. So two images count
+as duplicates when, at the best integer offset of one over the other, their luma differs by less
+than ``max_difference`` (mean absolute difference, default 2/255) over an overlap that covers at
 least ``min_overlap`` (default 75 %) of each side of both images -- which admits a crop of up to
 about 10 % per side, or a shift of a few percent, and nothing smaller.
 

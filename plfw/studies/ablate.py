@@ -7,21 +7,27 @@ checkpoint, and ``ablate.json`` in the job's directory keeps its state and train
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import subprocess
-import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from plfw import config as config_mod
-from plfw.ablation import STATE_FILE, Ablation, Job, job_overrides, load_ablation, read_state
 from plfw.checkpoint import CheckpointDir, atomic_write_bytes
 from plfw.errors import UserError, suggest
 from plfw.locks import FolderLock
+from plfw.registry import Registry
+from plfw.studies.ablation import (
+    STATE_FILE,
+    Ablation,
+    Job,
+    job_overrides,
+    load_ablation,
+    read_state,
+)
 
 #: Settings that change how a run executes, not what it learns: they may differ between the
 #: invocations that train and resume one run.
@@ -74,7 +80,8 @@ def _wrote_config(run_dir: Path, resolved: dict[str, Any]) -> bool:
         return False
 
 
-def train_job(ab: Ablation, job: Job, log: Any = print, progress: bool = False) -> str:
+def train_job(ab: Ablation, job: Job, registry: Registry, log: Any = print,
+              progress: bool = False) -> str:
     """Train one job unless it finished; resume it when it has a checkpoint.
 
     Returns ``"skipped"``, ``"resumed"`` or ``"trained"``. The wall time spent training is
@@ -109,7 +116,8 @@ def train_job(ab: Ablation, job: Job, log: Any = print, progress: bool = False) 
     log(f"plfw ablate: {job.label}: {'resuming' if resume else 'training'} in {run_dir}")
     started, trainer = time.perf_counter(), None
     try:
-        trainer = Trainer(cfg, resume=resume, overwrite=not resume and ours, progress=progress)
+        trainer = Trainer(cfg, registry, resume=resume, overwrite=not resume and ours,
+                          progress=progress)
         trainer.fit()
         state["finished"] = True
     finally:
@@ -127,8 +135,8 @@ def pack_job(job: Job) -> Path | None:
 
     from safetensors.torch import save
 
-    from plfw.ablation import PACKED, finished_model
     from plfw.generators import GENERATOR_FORMAT
+    from plfw.studies.ablation import PACKED, finished_model
 
     model = finished_model(job)
     if model is None:
@@ -150,7 +158,7 @@ def pack_job(job: Job) -> Path | None:
     return packed
 
 
-def run_ablation(path: str | Path, out: str | Path | None = None,
+def run_ablation(path: str | Path, registry: Registry, out: str | Path | None = None,
                  overrides: list[str] | None = None, only: list[str] | None = None,
                  report_only: bool = False, progress: bool = False, log: Any = print,
                  eval_hr: str | None = None, eval_lr: str | None = None,
@@ -158,8 +166,6 @@ def run_ablation(path: str | Path, out: str | Path | None = None,
                  seeds: list[int] | None = None) -> Path | None:
     """Train (or skip/resume) every job, then score the finished ones and write the report.
     ``eval_hr`` / ``eval_lr`` replace the file's evaluation images."""
-
-
     ab = load_ablation(path, Path(out) if out is not None else None, overrides)
     if eval_hr:
         ab.use_sets(eval_hr, eval_lr)
@@ -188,7 +194,7 @@ def run_ablation(path: str | Path, out: str | Path | None = None,
                 lock.acquire()
             for index, job in enumerate(jobs, 1):
                 log(f"plfw ablate: job {index}/{len(jobs)}")
-                train_job(ab, job, log=log, progress=progress)
+                train_job(ab, job, registry, log=log, progress=progress)
                 if ab.spec.artefacts == "final_fp16":
                     pack_job(job)
         finally:
@@ -197,51 +203,10 @@ def run_ablation(path: str | Path, out: str | Path | None = None,
             signal.signal(signal.SIGTERM, previous)
     if not report:
         return None
-    from plfw.ablate_report import write_report
+    from plfw.studies.report import write_report
 
     folder = ab.out / f"report_{next(iter(ab.sets))}" if eval_hr else None
-    written = write_report(ab, device=device or ab.spec.eval.device, log=log,
+    written = write_report(ab, registry, device=device or ab.spec.eval.device, log=log,
                            report_dir=folder)
     log(f"plfw ablate: report written to {written}")
     return written
-
-
-def _cmd_ablate(args: argparse.Namespace) -> int:
-    run_ablation(args.ablation, args.out, args.overrides, only=args.run or None,
-                 report_only=args.report_only, progress=not args.quiet,
-                 log=lambda line: print(line, file=sys.stderr, flush=True),
-                 eval_hr=args.hr, eval_lr=args.lr, device=args.device,
-                 report=not args.no_report, seeds=args.seed)
-    return 0
-
-
-def add_parser(sub: Any) -> None:
-    """Register ``plfw ablate`` with the main CLI."""
-    p = sub.add_parser(
-        "ablate", help="train config variants (x sweep values x seeds) and write a report",
-        description="Train every job of an ablation file (base config + overrides per run, "
-                    "over sweep values and seeds), skipping finished jobs and resuming "
-                    "interrupted ones, then score all finished jobs on the same images and "
-                    "write report.md: the declared primary endpoint first, the "
-                    "perception-distortion plane and matched-distortion comparisons, learning "
-                    "curves, t intervals with Holm correction, crops, loss and balance curves. "
-                    "See docs/ablation.md.")
-    p.add_argument("ablation", help="ablation YAML file")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="overrides for every run, after the file's own (e.g. to shorten runs)")
-    p.add_argument("--out", help="output folder (default: runs/<ablation file stem>)")
-    p.add_argument("--run", action="append", metavar="NAME",
-                   help="train only this run (repeatable); the report covers all finished runs")
-    p.add_argument("--seed", action="append", type=int, metavar="N",
-                   help="train only this seed (repeatable): e.g. one process per seed on a GPU")
-    p.add_argument("--report-only", action="store_true",
-                   help="do not train; score the finished runs and rewrite the report")
-    p.add_argument("--no-report", action="store_true", help="train only; write no report")
-    p.add_argument("--hr", help="score on this folder of HR images instead of the file's eval "
-                                "sets (the report then goes to <out>/report_<folder>)")
-    p.add_argument("--lr", help="folder of matching LR images for --hr (default: MATLAB "
-                                "bicubic of HR)")
-    p.add_argument("--device", help="device for scoring: auto, cpu, cuda (default: the file's "
-                                    "eval.device)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_ablate)

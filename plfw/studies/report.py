@@ -1,8 +1,8 @@
 """The ablation report: what the scores show, with intervals, written from the numbers alone.
 
-Scores come from :mod:`plfw.ablate_scores`, the statistics from :mod:`plfw.ablate_stats` (t
+Scores come from :mod:`plfw.studies.scores`, the statistics from :mod:`plfw.studies.analysis` (t
 intervals with seeds as the unit, Holm-corrected comparisons, matched distortion, learning
-curves), the pictures from :mod:`plfw.ablate_plots`. The report leads with the primary endpoint
+curves), the pictures from :mod:`plfw.studies.plots`. The report leads with the primary endpoint
 when the ablation file declares one; every other comparison is labelled exploratory.
 """
 
@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from plfw import ablate_plots as plots
-from plfw import ablate_stats as st
-from plfw import stats as stats_mod
-from plfw.ablate_scores import BICUBIC, score
-from plfw.ablate_stats import verdict
-from plfw.ablation import (
+from plfw.checkpoint import atomic_write_bytes
+from plfw.registry import Registry
+from plfw.studies import analysis as st
+from plfw.studies import intervals as stats_mod
+from plfw.studies import plots
+from plfw.studies.ablation import (
     Ablation,
     Point,
     finished_model,
@@ -26,7 +26,8 @@ from plfw.ablation import (
     read_state,
     training_networks,
 )
-from plfw.checkpoint import atomic_write_bytes
+from plfw.studies.analysis import verdict
+from plfw.studies.scores import BICUBIC, score
 
 
 def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
@@ -255,14 +256,14 @@ def _curve_metrics(ab: Ablation) -> list[str]:
     return [m if isinstance(m, str) else str(m.get("name")) for m in ab.spec.eval.curve.metrics]
 
 
-def write_report(ab: Ablation, device: str = "auto", log: Any = print,
+def write_report(ab: Ablation, registry: Registry, device: str = "auto", log: Any = print,
                  report_dir: Path | None = None) -> Path:
     """Score every finished job and write report.md, report.json and the PNGs."""
     started = time.perf_counter()
     plots.pyplot()  # fail before the slow part when matplotlib is missing
     out = report_dir or ab.out
     out.mkdir(parents=True, exist_ok=True)
-    pairs, metrics, scores, status = score(ab, device, log)
+    pairs, metrics, scores, status = score(ab, registry, device, log)
     sets = list(pairs)
     keep, dup_notes = st.duplicates(pairs)
     for note in dup_notes:
@@ -409,7 +410,7 @@ def write_report(ab: Ablation, device: str = "auto", log: Any = print,
                        for name, path in ab.references.items()},
         "bicubic": scores.values.get(BICUBIC),
         "training": {j.label: {"train_seconds": read_state(j.run_dir).get("train_seconds"),
-                               "trained_with": sorted(training_networks(j.config))}
+                               "trained_with": sorted(training_networks(j.config, registry))}
                      for j in ab.jobs},
         "primary": prim,
         "main_point": point_label(main_point),

@@ -1,12 +1,11 @@
 """The numbers of an ablation report: per-arm scores, comparisons with intervals, matched
 distortion, the primary endpoint and whether learning curves have settled.
 
-Every interval comes from :mod:`plfw.stats` (t intervals with seeds as the unit and images as
-a paired second level). Comparisons with the baseline are Holm-corrected within their family
-(one metric at one sweep point, or one metric at one matched PSNR level); the primary endpoint
-is its own family. Images that appear twice across the evaluation sets (same picture, small
-offset or crop) are counted once when sets are pooled.
-"""
+Every interval comes from :mod:`plfw.studies.intervals` (t intervals with seeds as the unit and
+images as a paired second level). Comparisons with the baseline are Holm-corrected within their
+family (one metric at one sweep point, or one metric at one matched PSNR level); the primary
+endpoint is its own family. Images that appear twice across the evaluation sets (same picture,
+small offset or crop) are counted once when sets are pooled."""
 
 from __future__ import annotations
 
@@ -16,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from plfw import stats
-from plfw.ablate_scores import BICUBIC, MetricInfo, Scores
-from plfw.ablation import Ablation, Point, point_label
 from plfw.rundir import CURVE, read_log
+from plfw.studies import intervals as stats
+from plfw.studies.ablation import Ablation, Point, point_label
+from plfw.studies.scores import BICUBIC, MetricInfo, Scores
 
 PSNR = "psnr_y"
 
@@ -40,7 +39,7 @@ class Pool:
 def duplicates(pairs: dict[str, list[Any]]) -> tuple[dict[str, list[bool]], list[str]]:
     """Mask of images to keep per set (later copies of the same picture dropped) and a line
     naming each duplicate."""
-    from plfw.duplicates import find_duplicates
+    from plfw.studies.duplicates import find_duplicates
 
     labels = {f"{s}/{p.name}": (s, i) for s, ps in pairs.items() for i, p in enumerate(ps)}
     found = find_duplicates({lab: pairs[s][i].hr for lab, (s, i) in labels.items()})
@@ -168,7 +167,8 @@ def labelled_curves(ab: Ablation, scores: Scores, metric: str, pool: Pool
 
 def curves(ab: Ablation, scores: Scores, metric: str, pool: Pool
            ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-    """:func:`labelled_curves` as :mod:`plfw.stats` takes them: (PSNR, metric) per point."""
+    """:func:`labelled_curves` as :mod:`plfw.studies.intervals` takes them: (PSNR, metric)
+    per point."""
     return {run: [(x, y) for _, x, y in pts]
             for run, pts in labelled_curves(ab, scores, metric, pool).items()}
 

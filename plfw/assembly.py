@@ -1,0 +1,133 @@
+"""From a validated config and a registry to components: the one place every command builds.
+
+The trainer, ``plfw bench``, ``plfw ablate``, ``plfw eval``, ``plfw upscale`` and ``plfw mos``
+build through these functions, so the step bench times is the step training runs, every
+inference path opens a model the same way and every metric gets the same border. The registry
+is an argument everywhere: a command creates it once (:func:`plfw.plugins.load_plugins`) and
+passes it down; nothing here looks up a process-wide one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from plfw.config import Config
+from plfw.errors import UserError
+from plfw.generators import LoadedGenerator, open_generator
+from plfw.inference import frozen_runner
+from plfw.phase import Phase, build_phase, calibrate_losses, make_ema
+from plfw.registry import Registry, split_spec
+from plfw.runtime import Runtime, make_runtime
+from plfw.step import TrainStep
+
+Metric = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+# ---------------------------------------------------------------- training parts
+def generator_spec(registry: Registry, cfg: Config) -> dict[str, Any]:
+    """The generator's spec with the config's scale filled in: what exports store."""
+    return registry.with_defaults("generator", cfg.generator, scale=cfg.scale)
+
+
+def build_generator(registry: Registry, cfg: Config,
+                    rt: Runtime) -> tuple[nn.Module, tuple[float, float]]:
+    """The config's generator on the runtime's device, and its output range."""
+    generator = registry.build("generator", generator_spec(registry, cfg), "generator")
+    if getattr(generator, "scale", cfg.scale) != cfg.scale:
+        raise UserError(f"generator scale {generator.scale} differs from scale "
+                        f"{cfg.scale}: set one of them")
+    output_range = tuple(getattr(generator, "output_range", (0.0, 1.0)))
+    generator.to(rt.device, memory_format=rt.memory_format())
+    return generator, output_range  # type: ignore[return-value]
+
+
+def build_dataset(registry: Registry, spec: Any, cfg: Config, where: str,
+                  **defaults: Any) -> tuple[dict[str, Any], Any]:
+    """(full spec, dataset) of a ``data`` entry, with the config's scale filled in."""
+    full = registry.with_defaults("dataset", spec, scale=cfg.scale, **defaults)
+    return full, registry.build("dataset", full, where)
+
+
+def seeded_phase(registry: Registry, cfg: Config, index: int, generator: nn.Module,
+                 rt: Runtime, output_range: tuple[float, float], crop: int | None) -> Phase:
+    """Phase ``index`` of ``cfg`` built from a seed of its own (discriminator init, a loss
+    network with random weights), so a resumed run rebuilds the very same frozen networks and
+    building it does not advance the training RNG."""
+    name = list(cfg.phases)[index]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed * 1009 + index)
+        return build_phase(name, cfg.phases[name], generator, rt, output_range, crop,
+                           cfg.scale, registry)
+
+
+def bench_step(registry: Registry, cfg: Config, phase: str, rt: Runtime, batch: int,
+               crop: int) -> tuple[TrainStep, Callable[[], Any]]:
+    """The trainer's own step for ``phase`` (same builders, calibration and EMA) and a
+    zero-argument call of it on one fixed synthetic batch: what ``plfw bench`` times."""
+    torch.manual_seed(cfg.seed)
+    gen, out_range = build_generator(registry, cfg, rt)
+    built = seeded_phase(registry, cfg, list(cfg.phases).index(phase), gen, rt, out_range, crop)
+    lr = rt.to(torch.rand(batch, 3, crop // cfg.scale, crop // cfg.scale))
+    hr01 = rt.to(torch.rand(batch, 3, crop, crop))
+    lo, hi = out_range
+    calibrate_losses(built, hr01 * (hi - lo) + lo)
+    step = TrainStep(gen, built, rt, cfg.train, out_range, make_ema(gen, cfg.train.ema))
+    return step, lambda: step(lr, hr01)
+
+
+# ---------------------------------------------------------------- metrics
+def build_metrics(registry: Registry, specs: Sequence[Any], border: int,
+                  where: str = "metrics") -> dict[str, Metric]:
+    """Metric plugins by name or spec, keyed by name (the first of repeated names), each with
+    ``border`` filled in where it takes one, so every metric cuts the same border; an unknown
+    name is a one-line error with the closest names."""
+    metrics: dict[str, Metric] = {}
+    for spec in specs:
+        if isinstance(spec, str) and not spec.strip():
+            continue
+        name, params = split_spec(spec.strip() if isinstance(spec, str) else spec, where)
+        if name not in metrics:
+            full = registry.with_defaults("metric", {"name": name, **params}, border=border)
+            metrics[name] = registry.build("metric", full, where)
+    return metrics
+
+
+# ---------------------------------------------------------------- inference
+@dataclass
+class Model:
+    """A generator opened for inference: what was loaded, the runtime it runs with, and
+    ``batch(lr, keep=None)``, LR batch (NCHW, [0, 1]) -> SR batch in [0, 1] on the CPU."""
+
+    loaded: LoadedGenerator
+    rt: Runtime
+    batch: Callable[..., torch.Tensor]
+
+    @property
+    def scale(self) -> int:
+        return int(getattr(self.loaded.module, "scale", 4))
+
+    def image(self, lr: torch.Tensor) -> torch.Tensor:
+        """One CHW image in [0, 1] -> its SR: an evaluation method."""
+        return self.batch(lr.unsqueeze(0))[0]
+
+    def with_precision(self, precision: str) -> Model:
+        """The same network run in another precision (16-bit images upscale in fp32)."""
+        rt = make_runtime(str(self.rt.device), precision, "true")
+        return Model(self.loaded, rt, frozen_runner(self.loaded.module, self.loaded.out_range, rt))
+
+
+def open_model(source: str | Path, registry: Registry, device: str = "auto",
+               precision: str = "fp32") -> Model:
+    """A checkpoint, exported generator, foreign state dict or bundled model's name, frozen for
+    inference (batch norm folded, channels-last) on ``device`` in ``precision``: every command
+    that runs a model opens it here."""
+    rt = make_runtime(device, precision, "true")
+    loaded = open_generator(source, registry)
+    loaded.module.to(rt.device)
+    return Model(loaded, rt, frozen_runner(loaded.module, loaded.out_range, rt))
