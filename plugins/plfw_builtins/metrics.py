@@ -27,8 +27,9 @@ class YMetric:
     networks: tuple[str, ...] = ()  # feature extractors whose weights it uses: none
 
     def __init__(self, name: str, fn: Callable[[torch.Tensor, torch.Tensor, int], float],
-                 border: int) -> None:
+                 border: int, label: str, format: str) -> None:
         self.name, self._fn, self.border = name, fn, border
+        self.label, self.format = label, format  # how tables head and print it
 
     def __call__(self, sr: torch.Tensor, hr: torch.Tensor) -> float:
         return self._fn(sr, hr, self.border)
@@ -37,20 +38,20 @@ class YMetric:
         return f"{self.name}(border={self.border})"
 
 
-def _factory(name: str, fn: Callable[[torch.Tensor, torch.Tensor, int], float]
-             ) -> Callable[[YMetricParams], YMetric]:
+def _factory(name: str, fn: Callable[[torch.Tensor, torch.Tensor, int], float], label: str,
+             format: str) -> Callable[[YMetricParams], YMetric]:
     def build(params: YMetricParams) -> YMetric:
         if params.border < 0:
             raise UserError(f"metric '{name}': border must be >= 0, got {params.border}")
-        return YMetric(name, fn, params.border)
+        return YMetric(name, fn, params.border, label, format)
 
     return build
 
 
 @plfw.hookimpl
 def plfw_register_metrics(register: Any) -> None:
-    register("psnr_y", _factory("psnr_y", psnr_y), YMetricParams,
+    register("psnr_y", _factory("psnr_y", psnr_y, "PSNR-Y [dB]", "{:.2f}"), YMetricParams,
              "PSNR [dB] on BT.601 Y of 8-bit-quantized images, peak 255, border cropped")
-    register("ssim_y", _factory("ssim_y", ssim_y), YMetricParams,
+    register("ssim_y", _factory("ssim_y", ssim_y, "SSIM-Y", "{:.4f}"), YMetricParams,
              "SSIM (Wang et al. ssim_index.m) on BT.601 Y of 8-bit-quantized images, "
              "border cropped")

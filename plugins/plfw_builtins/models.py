@@ -13,7 +13,9 @@ Choices the paper leaves open, made here:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -212,6 +214,30 @@ class SRGANDiscriminatorParams:
 def build_srresnet(p: SRResNetParams) -> SRResNet:
     return SRResNet(p.scale, p.blocks, p.channels, p.batch_norm, tuple(p.output_range),
                     p.residual, p.icnr)
+
+
+def srresnet_from_state_dict(state: dict[str, torch.Tensor]
+                             ) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """The srresnet spec (blocks, channels, scale, batch norm) read from a plain state dict of
+    this plugin's layout (keys ``blocks.<i>.``), or None for another layout: how ``plfw
+    upscale`` opens bare SRResNet weights (the ``from_state_dict`` contract in
+    :mod:`plfw.hookspecs`)."""
+    keys = list(state)
+    blocks = {int(m.group(1)) for k in keys if (m := re.match(r"blocks\.(\d+)\.", k))}
+    if not blocks:
+        return None
+    first = next((v for v in state.values() if v.dim() == 4 and v.shape[1] == 3), None)
+    upsample_convs = [v for k, v in state.items() if k.startswith("upsample.") and v.dim() == 4]
+    if first is None or not upsample_convs:
+        raise UserError("keys like srresnet's ('blocks.0....') without its first convolution "
+                        "or upsampling convolutions: not a complete srresnet state dict")
+    scale = 2 ** len(upsample_convs)  # one sub-pixel x2 stage per upsampling convolution
+    spec = {"name": "srresnet", "blocks": len(blocks), "channels": int(first.shape[0]),
+            "scale": scale, "batch_norm": any("running_mean" in k for k in keys)}
+    return spec, state
+
+
+build_srresnet.from_state_dict = srresnet_from_state_dict  # type: ignore[attr-defined]
 
 
 def build_srgan_discriminator(p: SRGANDiscriminatorParams) -> SRGANDiscriminator:
