@@ -23,10 +23,10 @@ import torch
 from plfw.assembly import bench_step
 from plfw.bench.command import DEFAULT_CONFIG
 from plfw.bench.timing import phase_for, timed
-from plfw.config import load_config
-from plfw.errors import UserError
-from plfw.plugins import load_plugins
-from plfw.runtime import make_runtime
+from plfw.core.config import load_config
+from plfw.core.errors import UserError
+from plfw.core.plugins import load_plugins
+from plfw.device.runtime import make_runtime
 
 SETTINGS = ("precision", "channels_last", "compile")
 

@@ -45,9 +45,9 @@ import torch
 from plfw.assembly import bench_step
 from plfw.bench.command import DEFAULT_CONFIG
 from plfw.bench.timing import count_flops, machine, phase_for, timed
-from plfw.config import load_config
-from plfw.plugins import load_plugins
-from plfw.runtime import make_runtime
+from plfw.core.config import load_config
+from plfw.core.plugins import load_plugins
+from plfw.device.runtime import make_runtime
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

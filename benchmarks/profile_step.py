@@ -28,9 +28,9 @@ from torch.profiler import ProfilerActivity, profile
 from plfw.assembly import bench_step
 from plfw.bench.command import DEFAULT_CONFIG
 from plfw.bench.timing import phase_for
-from plfw.config import load_config
-from plfw.plugins import load_plugins
-from plfw.runtime import make_runtime
+from plfw.core.config import load_config
+from plfw.core.plugins import load_plugins
+from plfw.device.runtime import make_runtime
 
 #: operator-name fragments -> class, first match wins
 CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--compile", default="auto", choices=("auto", "false", "activations"),
-                   help="auto: PReLU compiled alone in the config's long phases (plfw.fused)")
+                   help="auto: PReLU compiled alone in the config's long phases (plfw.nn.fused)")
     args = p.parse_args(argv)
     results = []
     for name in [s.strip() for s in args.steps.split(",") if s.strip()]:

@@ -3,12 +3,12 @@
     python benchmarks/upscale.py [--model srgan] [--image assets/photos/train/astronaut.png]
                                  [--repeats 3] [--threads 0] [--json]
 
-Each variant upscales the same image with :func:`plfw.tiling.upscale_tiled`; variants run
+Each variant upscales the same image with :func:`plfw.inference.tiling.upscale_tiled`; variants run
 interleaved (a, b, c, a, b, c, ...) after one untimed warm-up each, and the table gives the
 median output megapixels per second. "0.1" is the path plfw 0.1 shipped (the live module with
 SRResNet's layers in the paper's order, NCHW, 0.1's default 256-pixel tiles; fp32, and bf16
 where the probe finds bf16 fast); "now" is ``plfw upscale``'s path (the frozen inference copy
-of :mod:`plfw.inference`, channels_last). Every output is compared with
+of :mod:`plfw.inference.frozen`, channels_last). Every output is compared with
 the 0.1 path in fp32: the largest difference and the share of 8-bit values that differ, in
 1/255 steps.
 """
@@ -24,14 +24,14 @@ import time
 import torch
 from torch import nn
 
-from plfw.generators import batch_runner, load_generator
-from plfw.images import load_picture
-from plfw.imresize import imresize
-from plfw.inference import frozen_runner
-from plfw.plugins import load_plugins
-from plfw.probe import cpu_choice
-from plfw.runtime import make_runtime
-from plfw.tiling import upscale_tiled
+from plfw.core.plugins import load_plugins
+from plfw.device.probe import cpu_choice
+from plfw.device.runtime import make_runtime
+from plfw.imaging.images import load_picture
+from plfw.imaging.imresize import imresize
+from plfw.inference.frozen import frozen_runner
+from plfw.inference.generators import batch_runner, load_generator
+from plfw.inference.tiling import upscale_tiled
 
 
 def paper_order(module: nn.Module) -> nn.Module:

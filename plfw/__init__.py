@@ -13,25 +13,30 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from plfw.errors import PlfwWarning, UserError, suggest
+from plfw.core.errors import PlfwWarning, UserError, suggest
 
 __version__ = "0.2.0"
 
 hookimpl = pluggy.HookimplMarker("plfw")
 
 if TYPE_CHECKING:
-    from plfw.commands import CommandRegister
-    from plfw.features import CAFFE, IMAGENET, SIGNED, UNIT, InputSpec, freeze, is_frozen
-    from plfw.fused import PReLU, prelu
-    from plfw.images import ImageError, list_images, load_image_uint8, probe_image, show_path
-    from plfw.imresize import bicubic_downscale_uint8
-    from plfw.imresize import imresize as matlab_imresize
-    from plfw.metrics import psnr_y, rgb_to_y, ssim_y
-    from plfw.registry import Register, Registry
-    from plfw.stems import stem_candidates
-    from plfw.subpixel import conv_after_shuffle, subpixel_weight
-    from plfw.trainer import Trainer
-    from plfw.weights import (
+    from plfw.core.commands import CommandRegister
+    from plfw.core.registry import Register, Registry
+    from plfw.evaluation.metrics import psnr_y, rgb_to_y, ssim_y
+    from plfw.evaluation.stems import stem_candidates
+    from plfw.imaging.images import (
+        ImageError,
+        list_images,
+        load_image_uint8,
+        probe_image,
+        show_path,
+    )
+    from plfw.imaging.imresize import bicubic_downscale_uint8
+    from plfw.imaging.imresize import imresize as matlab_imresize
+    from plfw.nn.features import CAFFE, IMAGENET, SIGNED, UNIT, InputSpec, freeze, is_frozen
+    from plfw.nn.fused import PReLU, prelu
+    from plfw.nn.subpixel import conv_after_shuffle, subpixel_weight
+    from plfw.nn.weights import (
         Hub,
         Packaged,
         Source,
@@ -41,28 +46,29 @@ if TYPE_CHECKING:
         read_weights,
         resolve_weights,
     )
+    from plfw.trainer import Trainer
 
 #: public name -> the internal module that defines it (imported on first access)
 _LAZY = {
-    **dict.fromkeys(("Register", "Registry"), "plfw.registry"),
-    "CommandRegister": "plfw.commands",
+    **dict.fromkeys(("Register", "Registry"), "plfw.core.registry"),
+    "CommandRegister": "plfw.core.commands",
     "Trainer": "plfw.trainer",
     **dict.fromkeys(("InputSpec", "freeze", "is_frozen", "IMAGENET", "CAFFE", "UNIT", "SIGNED"),
-                    "plfw.features"),
+                    "plfw.nn.features"),
     **dict.fromkeys(("resolve_weights", "read_weights", "load_weights", "offline", "Hub",
-                     "Packaged", "Source", "Unavailable"), "plfw.weights"),
-    "bicubic_downscale_uint8": "plfw.imresize",
-    **dict.fromkeys(("PReLU", "prelu"), "plfw.fused"),
-    **dict.fromkeys(("conv_after_shuffle", "subpixel_weight"), "plfw.subpixel"),
-    **dict.fromkeys(("psnr_y", "ssim_y", "rgb_to_y"), "plfw.metrics"),
-    "stem_candidates": "plfw.stems",
+                     "Packaged", "Source", "Unavailable"), "plfw.nn.weights"),
+    "bicubic_downscale_uint8": "plfw.imaging.imresize",
+    **dict.fromkeys(("PReLU", "prelu"), "plfw.nn.fused"),
+    **dict.fromkeys(("conv_after_shuffle", "subpixel_weight"), "plfw.nn.subpixel"),
+    **dict.fromkeys(("psnr_y", "ssim_y", "rgb_to_y"), "plfw.evaluation.metrics"),
+    "stem_candidates": "plfw.evaluation.stems",
     **dict.fromkeys(("ImageError", "list_images", "load_image_uint8", "probe_image",
-                     "show_path"), "plfw.images"),
+                     "show_path"), "plfw.imaging.images"),
 }
 
 
-#: public names that differ from the internal ones (``plfw.imresize`` is also a module name)
-_RENAMED = {"matlab_imresize": ("plfw.imresize", "imresize")}
+#: public names that differ from the internal ones (``plfw.imaging.imresize`` is also a module name)
+_RENAMED = {"matlab_imresize": ("plfw.imaging.imresize", "imresize")}
 
 
 def __getattr__(name: str) -> Any:
@@ -77,7 +83,7 @@ def __getattr__(name: str) -> Any:
 def load_registry() -> Registry:
     """The registry of this process's plugins (loaded on first use): what a script hands to
     :class:`plfw.Trainer` and the other builders, as ``plfw train`` does."""
-    from plfw.plugins import get_plugins
+    from plfw.core.plugins import get_plugins
 
     return get_plugins().registry
 

@@ -1,30 +1,26 @@
 """From a validated config and a registry to components: the one place every command builds.
 
-The trainer, ``plfw bench``, ``plfw ablate``, ``plfw eval``, ``plfw upscale`` and ``plfw mos``
-build through these functions, so the step bench times is the step training runs, every
-inference path opens a model the same way and every metric gets the same border. The registry
-is an argument everywhere: a command creates it once (:func:`plfw.plugins.load_plugins`) and
-passes it down; nothing here looks up a process-wide one.
-"""
+The trainer, ``plfw bench``, ``plfw ablate`` and ``plfw eval`` build through these functions,
+so the step bench times is the step training runs and every metric gets the same border (every
+command that runs a trained model opens it with :func:`plfw.inference.model.open_model`). The
+registry is an argument everywhere: a command creates it once
+(:func:`plfw.core.plugins.load_plugins`) and passes it down; nothing here looks up a process-wide
+one."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from plfw.config import Config
-from plfw.errors import UserError
-from plfw.generators import LoadedGenerator, open_generator
-from plfw.inference import frozen_runner
-from plfw.phase import Phase, build_phase, calibrate_losses, make_ema
-from plfw.registry import Registry, split_spec
-from plfw.runtime import Runtime, make_runtime
-from plfw.step import TrainStep
+from plfw.core.config import Config
+from plfw.core.errors import UserError
+from plfw.core.registry import Registry, split_spec
+from plfw.device.runtime import Runtime
+from plfw.training.phase import Phase, build_phase, calibrate_losses, make_ema
+from plfw.training.step import TrainStep
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -96,38 +92,3 @@ def build_metrics(registry: Registry, specs: Sequence[Any], border: int,
             full = registry.with_defaults("metric", {"name": name, **params}, border=border)
             metrics[name] = registry.build("metric", full, where)
     return metrics
-
-
-# ---------------------------------------------------------------- inference
-@dataclass
-class Model:
-    """A generator opened for inference: what was loaded, the runtime it runs with, and
-    ``batch(lr, keep=None)``, LR batch (NCHW, [0, 1]) -> SR batch in [0, 1] on the CPU."""
-
-    loaded: LoadedGenerator
-    rt: Runtime
-    batch: Callable[..., torch.Tensor]
-
-    @property
-    def scale(self) -> int:
-        return int(getattr(self.loaded.module, "scale", 4))
-
-    def image(self, lr: torch.Tensor) -> torch.Tensor:
-        """One CHW image in [0, 1] -> its SR: an evaluation method."""
-        return self.batch(lr.unsqueeze(0))[0]
-
-    def with_precision(self, precision: str) -> Model:
-        """The same network run in another precision (16-bit images upscale in fp32)."""
-        rt = make_runtime(str(self.rt.device), precision, "true")
-        return Model(self.loaded, rt, frozen_runner(self.loaded.module, self.loaded.out_range, rt))
-
-
-def open_model(source: str | Path, registry: Registry, device: str = "auto",
-               precision: str = "fp32") -> Model:
-    """A checkpoint, exported generator, foreign state dict or bundled model's name, frozen for
-    inference (batch norm folded, channels-last) on ``device`` in ``precision``: every command
-    that runs a model opens it here."""
-    rt = make_runtime(device, precision, "true")
-    loaded = open_generator(source, registry)
-    loaded.module.to(rt.device)
-    return Model(loaded, rt, frozen_runner(loaded.module, loaded.out_range, rt))

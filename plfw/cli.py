@@ -2,7 +2,7 @@
 
 ``main`` loads the plugins once per command (the one place the command line does), builds the
 parser from every plugin's ``plfw_register_commands`` (the core's commands below go through the
-same :class:`plfw.commands.CommandRegister`) and runs the chosen command with that registry.
+same :class:`plfw.core.commands.CommandRegister`) and runs the chosen command with that registry.
 User mistakes print one line on stderr and exit with code 2."""
 
 from __future__ import annotations
@@ -18,20 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from plfw import __version__
-from plfw.commands import CommandRegister
-from plfw.errors import UserError, format_plfw_warning
-from plfw.registry import FailedPlugin, Provider, Registry
+from plfw.core.commands import CommandRegister
+from plfw.core.errors import UserError, format_plfw_warning
+from plfw.core.registry import FailedPlugin, Provider, Registry
 
 EXIT_USER_ERROR = 2
 _SUFFIX_HELP = "<stem>, <stem>_x4, <stem>_SR, <stem>_out, ..."
 
 
 def _cmd_train(args: argparse.Namespace, registry: Registry) -> int:
-    from plfw.config import load_config
+    from plfw.core.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     args.interrupt_run_dir = cfg.run_dir  # for the hint on Ctrl-C (see _interrupted)
-    from plfw.evaluate import summary_table  # imports torch: after the config checks
+    from plfw.evaluation.evaluate import summary_table  # imports torch: after the config checks
     from plfw.trainer import Trainer
 
     trainer = Trainer(cfg, registry, resume=args.resume, overwrite=args.overwrite,
@@ -54,7 +54,13 @@ def _cmd_resume(args: argparse.Namespace, registry: Registry) -> int:
 
 def _cmd_eval(args: argparse.Namespace, registry: Registry) -> int:
     from plfw.assembly import build_metrics
-    from plfw.evaluate import evaluate, evaluate_sr, format_score, load_pairs, metric_label
+    from plfw.evaluation.evaluate import (
+        evaluate,
+        evaluate_sr,
+        format_score,
+        load_pairs,
+        metric_label,
+    )
 
     if (args.model is None) == (args.sr is None):
         raise UserError("give --model (run a model on the LR images) or --sr DIR (score "
@@ -96,13 +102,13 @@ def _cmd_eval(args: argparse.Namespace, registry: Registry) -> int:
 def _eval_method(args: argparse.Namespace, registry: Registry) -> Any:
     """LR -> SR for ``--model``: MATLAB bicubic, or a generator run on the chosen device;
     averaged over the 8 flips and rotations with ``--self-ensemble``."""
-    from plfw.ensemble import self_ensemble
-    from plfw.evaluate import bicubic
+    from plfw.evaluation.evaluate import bicubic
+    from plfw.inference.ensemble import self_ensemble
 
     if args.model == "bicubic":
         method = bicubic(args.scale)
     else:
-        from plfw.assembly import open_model
+        from plfw.inference.model import open_model
 
         model = open_model(args.model, registry, args.device, args.precision)
         if model.scale != args.scale:
@@ -113,7 +119,7 @@ def _eval_method(args: argparse.Namespace, registry: Registry) -> Any:
 
 
 def _cmd_upscale(args: argparse.Namespace, registry: Registry) -> int:
-    from plfw.upscale import upscale_files
+    from plfw.inference.upscale import upscale_files
 
     failures = upscale_files(args.inputs, args.out, registry, model=args.model, tile=args.tile,
                              overlap=args.overlap, overwrite=args.overwrite, device=args.device,
@@ -125,7 +131,7 @@ def _cmd_upscale(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _cmd_export(args: argparse.Namespace, registry: Registry) -> int:
-    from plfw.export import describe, export_generator
+    from plfw.inference.export import describe, export_generator
 
     path = export_generator(args.model, args.format, registry, args.out,
                             overwrite=args.overwrite)
@@ -134,7 +140,7 @@ def _cmd_export(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
-    from plfw.registry import KINDS
+    from plfw.core.registry import KINDS
 
     if args.params or args.reference:
         return _params(registry, args)
@@ -167,10 +173,9 @@ def _cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _params(registry: Any, args: argparse.Namespace) -> int:
-    from plfw import params_doc
-
+    from plfw.core import params_doc
     if args.reference:
-        from plfw.checkpoint import atomic_write_bytes
+        from plfw.storage.checkpoint import atomic_write_bytes
 
         target = Path(args.reference)
         atomic_write_bytes(target, params_doc.markdown(registry, "plfw").encode())
@@ -325,7 +330,7 @@ def _interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
         return "plfw: interrupted"
     folder = Path(run_dir)
     try:
-        from plfw.rundir import RunDir
+        from plfw.training.rundir import RunDir
 
         run = RunDir(folder, 1)
         has_checkpoint, wrote = run.ckpt.latest() is not None, bool(run.contents())
@@ -352,7 +357,7 @@ def _note_failed_command(argv: list[str], parser: argparse.ArgumentParser,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from plfw.plugins import load_plugins
+    from plfw.core.plugins import load_plugins
 
     warnings.formatwarning = format_plfw_warning  # plfw's notes as one line, no source line
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -1,11 +1,11 @@
 """The training loop: phases of generator updates, optionally against a discriminator.
 
-Reading order: ``Trainer.__init__`` builds every component from the config (``plfw.phase``);
-``fit`` runs the phases in order (the paper: SRResNet with MSE, then SRGAN initialised from it);
-``_run_phase`` is the loop, one ``plfw.step.TrainStep`` update per step; checkpoints make any
-step resumable bit for bit on the CPU. Everything the run writes lands in the run directory
-(``plfw.rundir``): config.yaml, metrics.jsonl, checkpoints/, models/, samples/,
-summary.{json,md,png}.
+Reading order: ``Trainer.__init__`` builds every component from the config through
+:mod:`plfw.assembly`; ``fit`` runs the phases in order (the paper: SRResNet with MSE, then SRGAN
+initialised from it); ``_run_phase`` is the loop, one :class:`plfw.training.step.TrainStep`
+update per step; checkpoints make any step resumable bit for bit on the CPU. Everything the run
+writes lands in the run directory (:mod:`plfw.training.rundir`): config.yaml, metrics.jsonl,
+checkpoints/, models/, samples/, summary.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from plfw import config as config_mod
 from plfw.assembly import (
     build_dataset,
     build_generator,
@@ -29,24 +28,25 @@ from plfw.assembly import (
     generator_spec,
     seeded_phase,
 )
-from plfw.checkpoint import (
+from plfw.core import config as config_mod
+from plfw.core.config import Config, PhaseSettings
+from plfw.core.errors import UserError
+from plfw.core.registry import Registry
+from plfw.device.runtime import Runtime, init_distributed, make_runtime, unwrap
+from plfw.evaluation.evaluate import Method, Pair, bicubic, dataset_pairs, evaluate, load_pairs
+from plfw.inference.generators import GENERATOR_FORMAT, load_generator, runner
+from plfw.storage.checkpoint import (
     atomic_torch_save,
     load_checkpoint,
     rng_state,
     set_rng_state,
     trainable_state,
 )
-from plfw.config import Config, PhaseSettings
-from plfw.errors import UserError
-from plfw.evaluate import Method, Pair, bicubic, dataset_pairs, evaluate, load_pairs
-from plfw.generators import GENERATOR_FORMAT, load_generator, runner
-from plfw.phase import Phase, calibrate_losses, make_ema
-from plfw.registry import Registry
-from plfw.rundir import CURVE, RunDir
-from plfw.runtime import Runtime, init_distributed, make_runtime, unwrap
-from plfw.sampling import batch_at, step_loader
-from plfw.step import TrainStep
-from plfw.summary import crop_grid, write_summary
+from plfw.training.phase import Phase, calibrate_losses, make_ema
+from plfw.training.rundir import CURVE, RunDir
+from plfw.training.sampling import batch_at, step_loader
+from plfw.training.step import TrainStep
+from plfw.training.summary import crop_grid, write_summary
 
 
 class TrainingDiverged(UserError):
@@ -120,7 +120,7 @@ class Trainer:
         phase (a bad tap, an unknown discriminator) stops the run before the first step
         instead of after the earlier phases trained. The RNG states are put back: what
         training draws is unchanged. Also refuses phase names that would write outside the
-        run directory (configs built without :func:`plfw.config.build_config`)."""
+        run directory (configs built without :func:`plfw.core.config.build_config`)."""
         cuda = self.rt.device.type == "cuda"
         devices = [torch.cuda.current_device() if self.rt.device.index is None
                    else self.rt.device.index] if cuda else []

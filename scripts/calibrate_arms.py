@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from plfw.config import load_config, to_yaml
-from plfw.plugins import load_plugins
+from plfw.core.config import load_config, to_yaml
+from plfw.core.plugins import load_plugins
 from plfw.studies.ablation import load_ablation
 from plfw.trainer import Trainer
 

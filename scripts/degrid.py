@@ -28,10 +28,10 @@ from plfw_builtins.artefacts import PeakLoss
 from plfw_builtins.datasets import HRFolder, HRFolderParams
 
 from plfw.assembly import build_metrics
-from plfw.checkpoint import atomic_torch_save
-from plfw.evaluate import Pair, evaluate, load_pairs
-from plfw.generators import open_generator, to_unit
-from plfw.plugins import load_plugins
+from plfw.core.plugins import load_plugins
+from plfw.evaluation.evaluate import Pair, evaluate, load_pairs
+from plfw.inference.generators import open_generator, to_unit
+from plfw.storage.checkpoint import atomic_torch_save
 
 
 def trunk(g: torch.nn.Module, lr: torch.Tensor) -> torch.Tensor:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 
-from plfw.assembly import open_model
-from plfw.evaluate import bicubic, load_pairs
-from plfw.plugins import load_plugins
-from plfw.visuals import center_crop, grid, save_png
+from plfw.core.plugins import load_plugins
+from plfw.evaluation.evaluate import bicubic, load_pairs
+from plfw.imaging.visuals import center_crop, grid, save_png
+from plfw.inference.model import open_model
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from helpers import REGISTRY, make_images, tiny_config
 
 import plfw
 from plfw.cli import main
-from plfw.errors import UserError
+from plfw.core.errors import UserError
 from plfw.studies.ablate import read_state, run_ablation, train_job
 from plfw.studies.ablation import load_ablation, training_networks
 from plfw.studies.report import answer
@@ -158,7 +158,7 @@ def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
 
 
 def test_changed_config_is_refused(tmp_path: Path) -> None:
-    from plfw.config import to_dict
+    from plfw.core.config import to_dict
 
     ab = load_ablation(_ablation(tmp_path), tmp_path / "out")
     job = ab.jobs[0]

@@ -12,10 +12,10 @@ import torch
 import yaml
 from helpers import REGISTRY, make_images
 
-from plfw.errors import UserError
-from plfw.evaluate import evaluate, load_pairs
-from plfw.generators import load_generator, runner
-from plfw.runtime import make_runtime
+from plfw.core.errors import UserError
+from plfw.device.runtime import make_runtime
+from plfw.evaluation.evaluate import evaluate, load_pairs
+from plfw.inference.generators import load_generator, runner
 from plfw.studies.ablate import pack_job, run_ablation
 from plfw.studies.ablation import load_ablation
 
@@ -125,7 +125,7 @@ def test_points_and_arms(tmp_path: Path) -> None:
 
 
 def test_duplicate_eval_images_are_counted_once(tmp_path: Path) -> None:
-    from plfw.evaluate import Pair
+    from plfw.evaluation.evaluate import Pair
     from plfw.studies.analysis import duplicates
 
     photos = load_pairs(REPO / "assets" / "photos" / "val", None, 4)

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import plfw
-from plfw.errors import UserError
-from plfw.evaluate import bicubic
-from plfw.images import load_gray_or_rgb
-from plfw.imresize import bicubic_downscale_uint8
+from plfw.core.errors import UserError
+from plfw.evaluation.evaluate import bicubic
+from plfw.imaging.images import load_gray_or_rgb
+from plfw.imaging.imresize import bicubic_downscale_uint8
 from tests.conftest import REPO
 
 

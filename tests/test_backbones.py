@@ -13,8 +13,8 @@ from plfw_builtins import backbones as bb
 from torch import nn
 
 import plfw
-from plfw.errors import UserError
-from plfw.features import IMAGENET
+from plfw.core.errors import UserError
+from plfw.nn.features import IMAGENET
 
 CAT_PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "val" / "chelsea.png"
 IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat

@@ -16,8 +16,8 @@ from helpers import make_images, tiny_config
 
 import plfw.bench.timing
 from plfw.cli import main
-from plfw.config import load_config, to_dict
-from plfw.errors import UserError
+from plfw.core.config import load_config, to_dict
+from plfw.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,9 @@ import torch
 from helpers import REGISTRY
 
 import plfw
-from plfw.calibration import PRESETS, GradientMatched, calibration_sr, reference_spec
-from plfw.errors import UserError
-from plfw.images import load_gray_or_rgb
+from plfw.core.errors import UserError
+from plfw.imaging.images import load_gray_or_rgb
+from plfw.training.calibration import PRESETS, GradientMatched, calibration_sr, reference_spec
 from tests.conftest import REPO
 
 
@@ -94,7 +94,7 @@ def test_uncalibrated_use_and_bad_references_are_clear() -> None:
 
 
 def test_trainer_logs_the_calibration(tmp_path) -> None:
-    from plfw.config import load_config
+    from plfw.core.config import load_config
     from plfw.trainer import Trainer
 
     cfg = load_config(REPO / "configs" / "quickstart.yaml", [

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import REGISTRY, tiny_config
 
-from plfw.config import load_config
+from plfw.core.config import load_config
 from plfw.trainer import Trainer
 
 

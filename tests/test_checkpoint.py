@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from plfw.checkpoint import CheckpointDir, atomic_write_bytes, load_checkpoint, safe_load
-from plfw.errors import UserError
+from plfw.core.errors import UserError
+from plfw.storage.checkpoint import CheckpointDir, atomic_write_bytes, load_checkpoint, safe_load
 
 
 class Payload:
@@ -87,7 +87,7 @@ def test_resume_point_skips_a_truncated_latest_but_not_a_pickled_one(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A cut-short newest checkpoint is set aside (one warning) and the one before is chosen;
     one carrying pickled objects is still refused outright, never silently stepped over."""
-    from plfw.rundir import RunDir
+    from plfw.training.rundir import RunDir
 
     run = RunDir(tmp_path, keep_last=3)
     for step in (1, 2, 3):

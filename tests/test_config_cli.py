@@ -17,10 +17,10 @@ import yaml
 from helpers import tiny_config
 
 from plfw import cli
-from plfw.checkpoint import CheckpointDir
-from plfw.config import check_phase_name, load_config, to_dict
-from plfw.errors import UserError
-from plfw.plugins import load_plugins
+from plfw.core.config import check_phase_name, load_config, to_dict
+from plfw.core.errors import UserError
+from plfw.core.plugins import load_plugins
+from plfw.storage.checkpoint import CheckpointDir
 
 REPO = Path(__file__).resolve().parents[1]
 SWITCHES = ("PLFW_DISABLE_PLUGIN_AUTOLOAD", "PLFW_BLOCK_PLUGINS", "PLFW_PLUGINS")

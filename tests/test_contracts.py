@@ -1,4 +1,4 @@
-"""The plugin contract (plfw/hookspecs.py), checked on every registered component.
+"""The plugin contract (plfw/core/hookspecs.py), checked on every registered component.
 
 Components are collected when this file is imported, so a newly registered one is tested without
 editing this file, unless it cannot be built from its defaults: then EXAMPLES must give the
@@ -22,8 +22,8 @@ from PIL import Image
 from torch import nn
 
 import plfw
-from plfw.features import InputSpec, is_frozen
-from plfw.plugins import load_plugins
+from plfw.core.plugins import load_plugins
+from plfw.nn.features import InputSpec, is_frozen
 
 # Parameters for components that cannot be built from defaults alone, keyed by (kind, name).
 # In datasets, "{hr}" and "{lr}" stand for folders of generated PNGs (x4 pairs by file stem).
@@ -135,7 +135,7 @@ def test_feature_extractor_returns_its_taps_frozen(name: str) -> None:
     net = build("feature_extractor", name)
     assert isinstance(net.taps, tuple) and net.taps
     assert isinstance(net.input_spec, InputSpec)
-    assert is_frozen(net), "call plfw.features.freeze on the extractor"
+    assert is_frozen(net), "call plfw.nn.features.freeze on the extractor"
     assert not any(p.requires_grad for p in net.parameters())
     parent = nn.ModuleList([net])
     parent.train()

@@ -11,11 +11,11 @@ import pytest
 import torch
 from helpers import REGISTRY, make_images, tiny_config
 
-from plfw.config import load_config
-from plfw.errors import UserError
-from plfw.evaluate import evaluate, load_pairs
-from plfw.generators import load_generator, runner
-from plfw.runtime import make_runtime
+from plfw.core.config import load_config
+from plfw.core.errors import UserError
+from plfw.device.runtime import make_runtime
+from plfw.evaluation.evaluate import evaluate, load_pairs
+from plfw.inference.generators import load_generator, runner
 from plfw.trainer import Trainer
 
 

@@ -16,9 +16,9 @@ from test_images import fake_png
 from torch.utils.data import DataLoader
 
 import plfw
-from plfw.errors import UserError
-from plfw.images import ImageError
-from plfw.imresize import bicubic_downscale_uint8
+from plfw.core.errors import UserError
+from plfw.imaging.images import ImageError
+from plfw.imaging.imresize import bicubic_downscale_uint8
 
 
 def write(path: Path, h: int, w: int, mode: str = "RGB", seed: int = 0) -> Path:

@@ -13,8 +13,8 @@ import pytest
 import torch
 from helpers import REGISTRY, tiny_config
 
-from plfw.config import load_config
-from plfw.errors import UserError
+from plfw.core.config import load_config
+from plfw.core.errors import UserError
 from plfw.trainer import Trainer
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from plfw.cli import build_parser, main
-from plfw.plugins import load_plugins
+from plfw.core.plugins import load_plugins
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").rglob("*.md"))]

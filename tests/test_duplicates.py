@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from plfw.images import load_gray_or_rgb, load_image
+from plfw.imaging.images import load_gray_or_rgb, load_image
 from plfw.studies.duplicates import MAX_DIFFERENCE, Duplicate, find_duplicates
 
 PHOTOS = Path(__file__).resolve().parents[1] / "assets" / "photos"

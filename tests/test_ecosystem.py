@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from helpers import REGISTRY, make_images
 
 from plfw.cli import main
-from plfw.config import load_config
-from plfw.errors import UserError
-from plfw.generators import load_generator, open_generator
+from plfw.core.config import load_config
+from plfw.core.errors import UserError
+from plfw.inference.generators import load_generator, open_generator
 from plfw.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,10 +14,10 @@ from helpers import REGISTRY
 from PIL import Image
 from plfw_builtins.models import SRResNet
 
-from plfw.ensemble import DIHEDRAL, dihedral_mean, self_ensemble, transform, untransform
-from plfw.evaluate import bicubic
-from plfw.generators import load_generator, to_unit
-from plfw.images import load_image
+from plfw.evaluation.evaluate import bicubic
+from plfw.imaging.images import load_image
+from plfw.inference.ensemble import DIHEDRAL, dihedral_mean, self_ensemble, transform, untransform
+from plfw.inference.generators import load_generator, to_unit
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "assets" / "photos" / "val" / "chelsea.png"

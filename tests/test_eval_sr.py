@@ -12,10 +12,10 @@ import torch
 from helpers import make_images
 
 from plfw.cli import main
-from plfw.errors import UserError
-from plfw.evaluate import bicubic, load_pairs
-from plfw.images import list_images, save_image
-from plfw.stems import base_stem, match_stems
+from plfw.core.errors import UserError
+from plfw.evaluation.evaluate import bicubic, load_pairs
+from plfw.evaluation.stems import base_stem, match_stems
+from plfw.imaging.images import list_images, save_image
 
 PHOTOS = Path(__file__).resolve().parents[1] / "assets" / "photos" / "val"
 
@@ -139,8 +139,8 @@ def test_mos_create_takes_upscale_named_folders(folders: dict[str, Path]) -> Non
 def test_journey_upscale_eval_mos(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Upscale LR photos with both bundled models, score both folders with --sr, then build a
     MOS study straight from the two output folders."""
-    from plfw.images import load_image
-    from plfw.imresize import bicubic_downscale_uint8
+    from plfw.imaging.images import load_image
+    from plfw.imaging.imresize import bicubic_downscale_uint8
 
     hr, lr = tmp_path / "HR", tmp_path / "LR"
     hr.mkdir()

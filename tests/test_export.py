@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import plfw
-from plfw.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from plfw.checkpoint import atomic_torch_save
 from plfw.cli import main
-from plfw.export import bicubic_upscale_conv
-from plfw.generators import GENERATOR_FORMAT, load_generator, to_unit
-from plfw.imresize import imresize
+from plfw.imaging.imresize import imresize
+from plfw.inference.export import bicubic_upscale_conv
+from plfw.inference.generators import GENERATOR_FORMAT, load_generator, to_unit
+from plfw.storage.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from plfw.storage.checkpoint import atomic_torch_save
 
 
 def _phase_file(tmp_path: Path, spec: dict) -> Path:
@@ -128,7 +128,7 @@ ATTACK_RUNNER = """
 import contextlib, io, json, resource, sys
 import plfw
 from plfw.cli import main
-from plfw.generators import open_generator
+from plfw.inference.generators import open_generator
 open_generator("srresnet", plfw.load_registry())
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # MiB (Linux: KiB)
@@ -201,7 +201,7 @@ def test_a_tiny_file_asking_for_a_huge_network_is_refused_before_allocating(
     hr = tmp_path / "hr"
     hr.mkdir()
     torch.manual_seed(0)
-    from plfw.images import save_image
+    from plfw.imaging.images import save_image
 
     save_image(torch.rand(3, 16, 16), hr / "a.png")
     config = tmp_path / "init.yaml"

@@ -1,4 +1,4 @@
-"""PReLU compiled on its own (plfw.fused): torch's values and gradients, only where asked."""
+"""PReLU compiled on its own (plfw.nn.fused): torch's values and gradients, only where asked."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from helpers import REGISTRY, tiny_config
 
-from plfw import fused
 from plfw.assembly import bench_step
-from plfw.config import load_config
-from plfw.fused import PReLU, compiled_activations, prelu
-from plfw.runtime import LONG_PHASE, make_runtime
+from plfw.core.config import load_config
+from plfw.device.runtime import LONG_PHASE, make_runtime
+from plfw.nn import fused
+from plfw.nn.fused import PReLU, compiled_activations, prelu
 
 #: inductor's CPU code needs a C++ compiler; without one plfw falls back (tested below)
 needs_compiler = pytest.mark.skipif(

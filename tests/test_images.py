@@ -1,4 +1,5 @@
-"""plfw.images: every bad or unusual file becomes a clear ImageError; good ones load right."""
+"""plfw.imaging.images: every bad or unusual file becomes a clear ImageError; good ones load
+right."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from plfw.errors import UserError
-from plfw.images import (
+from plfw.core.errors import UserError
+from plfw.imaging.images import (
     IMAGE_SUFFIXES,
     ImageError,
     list_images,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from plfw.imresize import bicubic_downscale_uint8, imresize
+from plfw.imaging.imresize import bicubic_downscale_uint8, imresize
 
 
 def naive_resize(img: np.ndarray, out_h: int, out_w: int, sh: float, sw: float) -> np.ndarray:

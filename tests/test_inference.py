@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 import plfw
-from plfw.generators import batch_runner
-from plfw.inference import fold_batch_norm, frozen_runner, inference_copy
-from plfw.runtime import make_runtime
+from plfw.device.runtime import make_runtime
+from plfw.inference.frozen import fold_batch_norm, frozen_runner, inference_copy
+from plfw.inference.generators import batch_runner
 
 
 def _randomise_batch_norm(module: nn.Module, seed: int = 0) -> None:
@@ -107,7 +107,7 @@ def test_keep_returns_exactly_that_region_of_the_whole_image(scale: int) -> None
 
 
 def test_tiled_frozen_runner_equals_the_whole_image_run() -> None:
-    from plfw.tiling import upscale_tiled
+    from plfw.inference.tiling import upscale_tiled
 
     torch.manual_seed(5)
     g = plfw.build("generator", {"name": "srresnet", "blocks": 1, "channels": 8})

@@ -20,9 +20,9 @@ from plfw_builtins import niqe
 
 import plfw
 from plfw.cli import main
-from plfw.errors import UserError
-from plfw.images import list_images, load_image, save_image
-from plfw.imresize import imresize
+from plfw.core.errors import UserError
+from plfw.imaging.images import list_images, load_image, save_image
+from plfw.imaging.imresize import imresize
 
 PHOTOS = REPO / "assets" / "photos"
 PIQ = {"haarpsi": piq.haarpsi, "gmsd": piq.gmsd, "ms_gmsd": piq.multi_scale_gmsd}
@@ -165,7 +165,7 @@ def test_grayscale_and_odd_sizes(chelsea: dict[str, torch.Tensor]) -> None:
 
 
 def test_eval_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from plfw.evaluate import bicubic, load_pairs
+    from plfw.evaluation.evaluate import bicubic, load_pairs
 
     hr_dir, sr_dir = tmp_path / "HR", tmp_path / "SR"
     hr_dir.mkdir()

@@ -178,9 +178,9 @@ def test_the_registry_is_passed_down_not_looked_up() -> None:
             rel = path.relative_to(REPO).as_posix()
             if path == Path(__file__).resolve():
                 continue
-            if "get_plugins(" in text and rel not in ("plfw/__init__.py", "plfw/plugins.py"):
+            if "get_plugins(" in text and rel not in ("plfw/__init__.py", "plfw/core/plugins.py"):
                 offenders.append(f"{rel}: get_plugins()")
-            if re.search(r"plugins\W+_CACHE", text) and rel != "plfw/plugins.py":
+            if re.search(r"plugins\W+_CACHE", text) and rel != "plfw/core/plugins.py":
                 offenders.append(f"{rel}: touches the plugin cache")
     assert not offenders, "\n".join(offenders)
 
@@ -199,3 +199,53 @@ def test_command_plugins_are_registered_through_entry_points() -> None:
     offenders = [f"{n} imports {e}" for n in core for e in edges(n)
                  if e.startswith(("plfw.bench", "plfw.studies", "plfw.mos"))]
     assert not offenders, "\n".join(offenders)
+
+
+#: what each part of the package may import (besides itself); the package docstrings say the
+#: same in words. Top-level modules: assembly puts the training parts together, trainer runs
+#: them, cli is the entry point; the command plugins (bench, studies, mos) sit on top.
+LOWER = ("core",)
+ALLOWED = {
+    "core": set(),
+    "nn": {"core"},
+    "device": {"core"},
+    "storage": {"core", "nn"},
+    "imaging": {"core", "storage"},
+    "evaluation": {"core", "imaging"},
+    "inference": {"core", "nn", "storage", "device", "imaging", "evaluation"},
+    "training": {"core", "nn", "storage", "device", "imaging", "evaluation", "inference"},
+    "assembly": {"core", "nn", "storage", "device", "imaging", "evaluation", "inference",
+                 "training"},
+    "trainer": {"core", "nn", "storage", "device", "imaging", "evaluation", "inference",
+                "training", "assembly"},
+}
+BELOW_COMMANDS = set(ALLOWED) | {"trainer"}
+ALLOWED["bench"] = BELOW_COMMANDS - {"bench"}
+ALLOWED["studies"] = BELOW_COMMANDS
+ALLOWED["mos"] = BELOW_COMMANDS | {"studies"}  # mos create --from-ablation reads a report
+ALLOWED["cli"] = BELOW_COMMANDS
+
+
+def part(module: str) -> str:
+    """``plfw.training.step`` -> ``training``; ``plfw.trainer`` -> ``trainer``."""
+    return module.split(".")[1] if module.count(".") else "plfw"
+
+
+def test_each_part_imports_only_the_parts_below_it() -> None:
+    offenders = []
+    for name in MODULES:
+        here = part(name)
+        if here in ("plfw", "__main__") or name in COMMAND_PLUGINS:
+            continue  # the facade and the entry points (checked above)
+        allowed = ALLOWED[here] | {here}
+        offenders += [f"{name} imports {e}" for e in sorted(edges(name))
+                      if part(e) not in allowed and e != "plfw"]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_every_part_says_what_it_owns_and_may_import() -> None:
+    for folder in sorted(p for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()):
+        doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text(encoding="utf-8")))
+        assert doc and "import" in doc, f"{folder.name}/__init__.py: say what it may import"
+        assert folder.name in ALLOWED, f"{folder.name}: add its rule to ALLOWED"
+

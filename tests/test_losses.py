@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import plfw
-from plfw.errors import UserError
+from plfw.core.errors import UserError
 
 RANDOM_VGG = {"name": "vgg19", "weights": "none"}
 CAFFE_VGG = {"name": "vgg19", "weights": "caffe"}

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 import plfw
-from plfw.errors import UserError
-from plfw.imresize import imresize
-from plfw.metrics import psnr_y, rgb_to_y, ssim_y
+from plfw.core.errors import UserError
+from plfw.evaluation.metrics import psnr_y, rgb_to_y, ssim_y
+from plfw.imaging.imresize import imresize
 
 
 def test_rgb_to_y_range_and_grey() -> None:

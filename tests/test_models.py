@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import plfw
-from plfw.errors import UserError
-from plfw.imresize import imresize
+from plfw.core.errors import UserError
+from plfw.imaging.imresize import imresize
 
 
 def n_params(module: nn.Module) -> int:

@@ -26,7 +26,7 @@ from helpers import fill_disk
 from PIL import Image
 
 from plfw.cli import main
-from plfw.errors import UserError
+from plfw.core.errors import UserError
 from plfw.mos import command as cli
 from plfw.mos.create import create_study
 from plfw.mos.db import RatingsDB

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import REGISTRY, make_images
 
-from plfw.config import load_config
+from plfw.core.config import load_config
 from plfw.trainer import Trainer
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"

@@ -10,7 +10,7 @@ from helpers import REGISTRY
 from omegaconf import MISSING
 
 from plfw.cli import main
-from plfw.params_doc import field_notes, markdown
+from plfw.core.params_doc import field_notes, markdown
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 import plfw
-from plfw.errors import UserError
-from plfw.plugins import load_plugins
+from plfw.core.errors import UserError
+from plfw.core.plugins import load_plugins
 
 PHOTOS = Path(__file__).resolve().parents[1] / "assets" / "photos"
 pytest.importorskip("stlpips_pytorch")
@@ -232,7 +232,7 @@ def test_offline_without_weights_is_one_line_naming_file_and_alternatives(
 
 
 def test_networks_work_as_frozen_loss_networks() -> None:
-    from plfw.features import IMAGENET, is_frozen
+    from plfw.nn.features import IMAGENET, is_frozen
 
     for name, taps in (("st_lpips_alex", ["relu1", "relu3"]),
                        ("st_lpips_vgg", ["relu2_2"]),

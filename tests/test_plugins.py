@@ -23,10 +23,10 @@ import yaml
 from PIL import Image
 
 import plfw
-from plfw import hookspecs
-from plfw.errors import UserError
-from plfw.features import is_frozen
-from plfw.plugins import load_plugins
+from plfw.core import hookspecs
+from plfw.core.errors import UserError
+from plfw.core.plugins import load_plugins
+from plfw.nn.features import is_frozen
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "plfw-example-plugin"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from plfw import probe
-from plfw.runtime import make_runtime
+from plfw.device import probe
+from plfw.device.runtime import make_runtime
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ def test_quickstart_trains_both_phases_and_beats_bicubic(tmp_path: Path) -> None
 
 
 def test_quickstart_config_is_valid_and_uses_the_shipped_photos() -> None:
-    from plfw.config import load_config
+    from plfw.core.config import load_config
 
     cfg = load_config(REPO / "configs" / "quickstart.yaml")
     assert list(cfg.phases) == ["srresnet", "srgan"]

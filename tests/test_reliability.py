@@ -28,15 +28,15 @@ from helpers import REGISTRY, fill_disk, tiny_config
 from PIL import Image
 
 from plfw.assembly import bench_step
-from plfw.checkpoint import CheckpointDir, atomic_write_bytes
 from plfw.cli import main
-from plfw.config import load_config, to_yaml
-from plfw.errors import DiskFull, UserError
-from plfw.export import export_generator
-from plfw.locks import LOCK_FILE, FolderBusy, FolderLock
-from plfw.rundir import CURVE, LOG, RunDir
-from plfw.runtime import make_runtime, unwrap
+from plfw.core.config import load_config, to_yaml
+from plfw.core.errors import DiskFull, UserError
+from plfw.device.runtime import make_runtime, unwrap
+from plfw.inference.export import export_generator
+from plfw.storage.checkpoint import CheckpointDir, atomic_write_bytes
+from plfw.storage.locks import LOCK_FILE, FolderBusy, FolderLock
 from plfw.studies.ablation import load_ablation
+from plfw.training.rundir import CURVE, LOG, RunDir
 
 ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
 
@@ -145,7 +145,7 @@ def test_a_real_full_filesystem(small_disk: Path) -> None:
         atomic_write_bytes(small_disk / "x.bin", b"1" * 100_000)
     with pytest.raises(DiskFull):
         export_generator("srresnet", "safetensors", REGISTRY, small_disk / "m.safetensors")
-    from plfw.upscale import upscale_files
+    from plfw.inference.upscale import upscale_files
 
     with pytest.raises(DiskFull, match=str(small_disk / "up")):
         upscale_files([str(image)], small_disk / "up", REGISTRY, model="srresnet", progress=False)
@@ -160,7 +160,7 @@ def test_a_real_full_filesystem(small_disk: Path) -> None:
 
 
 def test_lock_is_exclusive_across_processes_and_reentrant_within_one(tmp_path: Path) -> None:
-    code = ("import sys, time; from plfw.locks import FolderLock; "
+    code = ("import sys, time; from plfw.storage.locks import FolderLock; "
             "FolderLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
                               stdout=subprocess.PIPE, text=True)
@@ -216,7 +216,7 @@ def test_second_ablate_on_the_same_jobs_is_refused(tmp_path: Path,
         "base: tiny.yaml\noverrides: [phases.srresnet.steps=1, phases.srgan=null, "
         "train.threads=1]\nseeds: [0]\nruns: {mse: []}\n")
     job = tmp_path / "out" / "mse" / "seed0"
-    code = ("import sys, time; from plfw.locks import FolderLock; "
+    code = ("import sys, time; from plfw.storage.locks import FolderLock; "
             "FolderLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(job)], stdout=subprocess.PIPE,
                               text=True)

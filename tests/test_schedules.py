@@ -9,10 +9,10 @@ import pytest
 import torch
 from helpers import REGISTRY, tiny_config
 
-from plfw.config import PhaseSettings, load_config
-from plfw.errors import UserError
-from plfw.phase import LrFactor, make_optimizer, make_schedule
+from plfw.core.config import PhaseSettings, load_config
+from plfw.core.errors import UserError
 from plfw.trainer import Trainer
+from plfw.training.phase import LrFactor, make_optimizer, make_schedule
 
 
 def _lrs(ps: PhaseSettings, n: int) -> list[float]:

@@ -9,9 +9,9 @@ import torch
 from helpers import REGISTRY, tiny_config
 
 from plfw.assembly import bench_step
-from plfw.config import load_config
-from plfw.errors import UserError
-from plfw.runtime import make_runtime
+from plfw.core.config import load_config
+from plfw.core.errors import UserError
+from plfw.device.runtime import make_runtime
 
 
 def test_non_finite_update_is_skipped_without_touching_weights_or_adam(tmp_path: Path) -> None:

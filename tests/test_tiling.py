@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from plfw.tiling import upscale_tiled
+from plfw.inference.tiling import upscale_tiled
 
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "val" / "chelsea.png"
 SCALE = 4

@@ -16,12 +16,12 @@ import pytest
 import torch
 from helpers import REGISTRY, tiny_config
 
-from plfw.checkpoint import CheckpointDir, load_checkpoint
-from plfw.config import load_config
-from plfw.errors import UserError
-from plfw.rundir import RunDir
-from plfw.sampling import StepBatches
+from plfw.core.config import load_config
+from plfw.core.errors import UserError
+from plfw.storage.checkpoint import CheckpointDir, load_checkpoint
 from plfw.trainer import Trainer, TrainingDiverged
+from plfw.training.rundir import RunDir
+from plfw.training.sampling import StepBatches
 
 
 def _weights(run: Path, phase: str) -> dict[str, torch.Tensor]:

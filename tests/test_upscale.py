@@ -13,9 +13,9 @@ from helpers import REGISTRY
 from PIL import Image
 
 from plfw.cli import main
-from plfw.generators import bundled_models, load_generator, to_unit
-from plfw.images import load_image
-from plfw.tiling import upscale_tiled
+from plfw.imaging.images import load_image
+from plfw.inference.generators import bundled_models, load_generator, to_unit
+from plfw.inference.tiling import upscale_tiled
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "assets" / "photos" / "val" / "chelsea.png"

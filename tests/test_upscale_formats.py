@@ -14,10 +14,10 @@ from helpers import REGISTRY
 from PIL import Image
 
 from plfw.cli import main
-from plfw.generators import batch_runner, load_generator
-from plfw.imresize import imresize
-from plfw.runtime import make_runtime
-from plfw.tiling import upscale_tiled
+from plfw.device.runtime import make_runtime
+from plfw.imaging.imresize import imresize
+from plfw.inference.generators import batch_runner, load_generator
+from plfw.inference.tiling import upscale_tiled
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "assets" / "photos" / "val" / "chelsea.png"

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 import plfw
-import plfw.plugins
-from plfw.errors import UserError
-from plfw.features import CAFFE, IMAGENET
+import plfw.core.plugins
+from plfw.core.errors import UserError
+from plfw.nn.features import CAFFE, IMAGENET
 
 
 def vgg(name: str = "vgg19", **params) -> nn.Module:
@@ -23,9 +23,9 @@ def vgg(name: str = "vgg19", **params) -> nn.Module:
 @pytest.fixture(scope="module")
 def caffe_vgg19() -> nn.Module:
     """The bundled VGG19 with the paper's VGG54 tap and its pre-activation, built once."""
-    import plfw.plugins
+    import plfw.core.plugins
 
-    registry = plfw.plugins.load_plugins().registry  # not the per-test cache
+    registry = plfw.core.plugins.load_plugins().registry  # not the per-test cache
     return registry.build("feature_extractor", {"name": "vgg19", "taps": ["conv5_4", "relu5_4"]})
 
 
@@ -239,7 +239,7 @@ def test_resolve_weights_hook_supplies_the_file(monkeypatch: pytest.MonkeyPatch,
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PLFW_PLUGINS", "weights_plugin")
-    registry = plfw.plugins.load_plugins().registry  # with the weights plugin
+    registry = plfw.core.plugins.load_plugins().registry  # with the weights plugin
     source = vgg(taps=["relu1_1"], weights="none")
     torch.save(source.layers.state_dict(), weights)
     net = registry.build("feature_extractor", {"name": "vgg19", "taps": ["relu1_1"],

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from plfw.cli import main
-from plfw.config import MAX_YAML_NODES, load_config, load_yaml
-from plfw.errors import UserError
+from plfw.core.config import MAX_YAML_NODES, load_config, load_yaml
+from plfw.core.errors import UserError
 from plfw.studies.ablation import load_ablation
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import plfw
-from plfw.registry import Registry
+from plfw.core.registry import Registry
 
 HERE = Path(__file__).resolve().parent
 #: the paper's SRGAN-VGG54 config, shipped in the package (equal to configs/paper/'s)

@@ -2,7 +2,7 @@
 
 What one run measures (see docs/bench.md):
 - each configured step (``mse``: the first phase without a discriminator, ``srgan``: the first
-  with one) as built by the trainer (``plfw.step.TrainStep``), on synthetic batches: median
+  with one) as built by the trainer (``plfw.training.step.TrainStep``), on synthetic batches: median
   seconds per step over ``--repeats``, images/s;
 - the plain eager fp32 reference step (:mod:`plfw.bench.reference`, or any file with a
   ``build(batch, hr, mse_only)`` given as ``--reference``), timed interleaved with ours
@@ -37,12 +37,12 @@ import torch
 from torch import nn
 
 from plfw.assembly import bench_step
-from plfw.config import load_config
-from plfw.errors import UserError
-from plfw.probe import cpu_choice
-from plfw.registry import Registry
-from plfw.runtime import cpu_has_fast_bf16, make_runtime
-from plfw.sampling import step_loader
+from plfw.core.config import load_config
+from plfw.core.errors import UserError
+from plfw.core.registry import Registry
+from plfw.device.probe import cpu_choice
+from plfw.device.runtime import cpu_has_fast_bf16, make_runtime
+from plfw.training.sampling import step_loader
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE / "reference.py"
@@ -239,7 +239,7 @@ def phase_split(step: Any, call: Callable[[], Any], device: torch.device) -> dic
 
 def loader_rate(cfg: Any, folder: Path, batch: int, crop: int, workers: int,
                 registry: Registry, batches: int = 12) -> dict[str, Any]:
-    """Images/s of the trainer's loader (``plfw.sampling.step_loader``) on ``folder``."""
+    """Images/s of the trainer's loader (``plfw.training.sampling.step_loader``) on ``folder``."""
     spec = registry.with_defaults("dataset", cfg.data.train, scale=cfg.scale)
     spec.update(root=str(folder), crop=crop)
     dataset = registry.build("dataset", spec, "bench --loader")
@@ -328,7 +328,7 @@ def run(args: argparse.Namespace, registry: Registry) -> dict[str, Any]:
             measure_matmul()
         entry = _summarise(times, args.batch)
         entry["phase"] = phase
-        entry["compiled_prelu"] = step.fused  # plfw.fused: PReLU compiled on its own
+        entry["compiled_prelu"] = step.fused  # plfw.nn.fused: PReLU compiled on its own
         if ref_times:
             ref_s = statistics.median(ref_times)
             entry["reference_s_per_step"] = round(ref_s, 4)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import plfw
-from plfw.errors import UserError
-from plfw.registry import Registry
+from plfw.core.errors import UserError
+from plfw.core.registry import Registry
 
 
 @plfw.hookimpl

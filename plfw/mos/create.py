@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from plfw.errors import UserError
-from plfw.images import IMAGE_SUFFIXES, load_image, save_image
-from plfw.imresize import bicubic_downscale_uint8
+from plfw.core.errors import UserError
+from plfw.evaluation.stems import match_stems
+from plfw.imaging.images import IMAGE_SUFFIXES, load_image, save_image
+from plfw.imaging.imresize import bicubic_downscale_uint8
 from plfw.mos.study import ANCHORS, FORMAT, MANIFEST, NEAREST, ORIGINAL, Item, Study, load_study
-from plfw.stems import match_stems
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}$")
 
@@ -49,7 +49,8 @@ def scan_images(root: Path, dataset: str | None) -> dict[tuple[str, str], Path]:
 def match_references(found: dict[tuple[str, str], Path], refs: dict[tuple[str, str], Path],
                      where: str) -> dict[tuple[str, str], Path]:
     """``found`` re-keyed by the reference image each file is an output of, per data set, with
-    plfw's one stem rule (plfw.stems: ``baby_x4.png`` from ``plfw upscale`` is ``baby``)."""
+    plfw's one stem rule (plfw.evaluation.stems: ``baby_x4.png`` from ``plfw upscale`` is
+    ``baby``)."""
     by_set: dict[str, dict[str, Path]] = {}
     for (label, stem), path in found.items():
         by_set.setdefault(label, {})[stem] = path
@@ -72,7 +73,7 @@ def _images_in(folder: Path) -> dict[str, Path]:
 
 
 def _load_u8(path: Path) -> torch.Tensor:
-    """uint8 RGB, CHW (plfw.images: EXIF applied, alpha on white, one-line ImageError)."""
+    """uint8 RGB, CHW (plfw.imaging.images: EXIF applied, alpha on white, one-line ImageError)."""
     return load_image(path).mul(255).round().to(torch.uint8)
 
 
@@ -116,7 +117,7 @@ def create_study(study_dir: str | Path, methods: dict[str, Path], reference: str
     """Check every input image, then write the study folder (all or nothing: a failed create
     leaves no folder behind). ``methods`` maps a display name to a folder laid out like
     ``reference`` (same data-set subfolders, same image stems, or stems with the suffixes SR
-    tools add, e.g. ``plfw upscale``'s ``_x4``: see plfw.stems; extension may differ)."""
+    tools add, e.g. ``plfw upscale``'s ``_x4``: see plfw.evaluation.stems; extension may differ)."""
     study_dir = Path(study_dir)
     if study_dir.exists() and (not study_dir.is_dir() or any(study_dir.iterdir())):
         raise UserError(f"{study_dir} already exists and is not empty; choose a new study folder")

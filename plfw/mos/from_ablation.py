@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from plfw.errors import UserError
-from plfw.evaluate import bicubic, load_pairs
-from plfw.images import save_image
+from plfw.core.errors import UserError
+from plfw.core.registry import Registry
+from plfw.evaluation.evaluate import bicubic, load_pairs
+from plfw.imaging.images import save_image
 from plfw.mos.study import Study
-from plfw.registry import Registry
 
 REPORT = "report.json"
 
@@ -49,7 +49,7 @@ def create_from_ablation(study_dir: str | Path, ablation_dir: str | Path, regist
                          calibration: int = 3, seed: int | None = None,
                          runs: list[str] | None = None, device: str = "auto") -> Study:
     """Write a MOS study comparing bicubic and each finished run of an ablation."""
-    from plfw.assembly import open_model
+    from plfw.inference.model import open_model
     from plfw.mos.create import create_study
 
     source = Path(ablation_dir) / REPORT

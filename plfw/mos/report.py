@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
-from plfw.errors import UserError
+from plfw.core.errors import UserError
 from plfw.mos.db import RatingsDB
 from plfw.mos.stats import Summary, holm, rater_consistency, summarize, wilcoxon
 from plfw.mos.study import ANCHORS, Study, load_study

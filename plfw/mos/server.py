@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
-from plfw.errors import UserError
+from plfw.core.errors import UserError
 from plfw.mos.db import RatingsDB
 from plfw.mos.order import presentation_order
 from plfw.mos.page import PAGE

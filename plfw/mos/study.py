@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from plfw.errors import UserError
+from plfw.core.errors import UserError
 
 NEAREST, ORIGINAL = "nearest", "original"
 ANCHORS = {NEAREST: 1, ORIGINAL: 5}

@@ -15,11 +15,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from plfw import config as config_mod
-from plfw.checkpoint import CheckpointDir, atomic_write_bytes
-from plfw.errors import UserError, suggest
-from plfw.locks import FolderLock
-from plfw.registry import Registry
+from plfw.core import config as config_mod
+from plfw.core.errors import UserError, suggest
+from plfw.core.registry import Registry
+from plfw.storage.checkpoint import CheckpointDir, atomic_write_bytes
+from plfw.storage.locks import FolderLock
 from plfw.studies.ablation import (
     STATE_FILE,
     Ablation,
@@ -135,7 +135,7 @@ def pack_job(job: Job) -> Path | None:
 
     from safetensors.torch import save
 
-    from plfw.generators import GENERATOR_FORMAT
+    from plfw.inference.generators import GENERATOR_FORMAT
     from plfw.studies.ablation import PACKED, finished_model
 
     model = finished_model(job)

@@ -22,10 +22,10 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from plfw import config as config_mod
-from plfw.config import DEFAULT_METRICS, Config, ImageSet
-from plfw.errors import UserError, suggest
-from plfw.registry import Registry
+from plfw.core import config as config_mod
+from plfw.core.config import DEFAULT_METRICS, Config, ImageSet
+from plfw.core.errors import UserError, suggest
+from plfw.core.registry import Registry
 
 OUT_TOKEN = "{out}"
 SEED_TOKEN = "{seed}"

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from plfw.rundir import CURVE, read_log
 from plfw.studies import intervals as stats
 from plfw.studies.ablation import Ablation, Point, point_label
 from plfw.studies.scores import BICUBIC, MetricInfo, Scores
+from plfw.training.rundir import CURVE, read_log
 
 PSNR = "psnr_y"
 

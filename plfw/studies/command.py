@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 import plfw
-from plfw.registry import Registry
+from plfw.core.registry import Registry
 
 INTERRUPTED = ("plfw: interrupted; finished jobs are kept and the others resume from their "
                "checkpoints when you run the same command again: {again}")

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from plfw.errors import UserError
-from plfw.rundir import read_log
+from plfw.core.errors import UserError
 from plfw.studies.ablation import Ablation
 from plfw.studies.analysis import curve_means, verdict
 from plfw.studies.scores import BICUBIC, Scores
+from plfw.training.rundir import read_log
 
 COLOURS = {"better": "#1a7f37", "worse": "#cf222e", "same": "#6e7781"}
 
@@ -226,7 +226,7 @@ def loss_curves(ab: Ablation, path: Path) -> Path | None:
 
 
 def crop_grid(ab: Ablation, scores: Scores, path: Path) -> Path | None:
-    from plfw.visuals import grid, save_png
+    from plfw.imaging.visuals import grid, save_png
 
     columns = [c for c in [BICUBIC, *ab.references, *ab.runs, "HR"] if scores.crops.get(c)]
     if not scores.picks or len(columns) < 2:

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from plfw.checkpoint import atomic_write_bytes
-from plfw.registry import Registry
+from plfw.core.registry import Registry
+from plfw.storage.checkpoint import atomic_write_bytes
 from plfw.studies import analysis as st
 from plfw.studies import intervals as stats_mod
 from plfw.studies import plots

@@ -18,12 +18,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from plfw.assembly import open_model
-from plfw.checkpoint import atomic_write_bytes
-from plfw.config import ImageSet
-from plfw.errors import UserError
-from plfw.evaluate import Pair, bicubic, load_pairs
-from plfw.registry import Registry, split_spec
+from plfw.core.config import ImageSet
+from plfw.core.errors import UserError
+from plfw.core.registry import Registry, split_spec
+from plfw.evaluation.evaluate import Pair, bicubic, load_pairs
+from plfw.inference.model import open_model
+from plfw.storage.checkpoint import atomic_write_bytes
 from plfw.studies.ablation import Ablation, Job, finished_model, training_networks
 
 BICUBIC = "bicubic"

@@ -66,7 +66,8 @@ class HRFolderParams:
 class PairedFoldersParams:
     """HR and LR folders paired by file stem: ``HR/0001.png`` with ``LR/0001.png`` (any
     image extension) or, when no LR file has the exact stem, one named with a scale tag or an
-    LR word: ``0001x4`` (DIV2K), ``0001_x4``, ``0001_LR``, ``0001_LR_x4`` (``plfw.stems``)."""
+    LR word: ``0001x4`` (DIV2K), ``0001_x4``, ``0001_LR``, ``0001_LR_x4``
+    (``plfw.evaluation.stems``)."""
 
     hr_root: str = MISSING
     lr_root: str = MISSING

@@ -11,8 +11,8 @@ code, ``RRDB_trunk.N.RDB1`` ... from the ESRGAN repository) are renamed to Basic
 
 Both factories carry ``from_state_dict``: given a plain state dict, it returns the generator
 spec (architecture and scale read from the tensor names and shapes) and the state dict in this
-module's naming, or None when the keys are not its architecture. :mod:`plfw.generators` asks
-every registered generator factory that has one; third-party generators can offer the same.
+module's naming, or None when the keys are not its architecture. :mod:`plfw.inference.generators`
+asks every registered generator factory that has one; third-party generators can offer the same.
 
 Maths, as in the originals: dense blocks of five 3x3 convolutions (LeakyReLU 0.2, each seeing
 all earlier outputs), residuals scaled by 0.2 inside and around each RRDB, a long skip over the

@@ -221,7 +221,7 @@ def srresnet_from_state_dict(state: dict[str, torch.Tensor]
     """The srresnet spec (blocks, channels, scale, batch norm) read from a plain state dict of
     this plugin's layout (keys ``blocks.<i>.``), or None for another layout: how ``plfw
     upscale`` opens bare SRResNet weights (the ``from_state_dict`` contract in
-    :mod:`plfw.hookspecs`)."""
+    :mod:`plfw.core.hookspecs`)."""
     keys = list(state)
     blocks = {int(m.group(1)) for k in keys if (m := re.match(r"blocks\.(\d+)\.", k))}
     if not blocks:

@@ -283,7 +283,7 @@ def _st_layout(raw: dict[str, Tensor], path: Path | str, where: str
 
 
 def weight_sources(arch_name: str) -> dict[str, Source]:
-    """What the ``weights`` keyword of a trunk stands for (see plfw.weights)."""
+    """What the ``weights`` keyword of a trunk stands for (see plfw.nn.weights)."""
     arch = ARCHS[arch_name]
     if arch.weights == "stlpips":
         net = "alex" if "alex" in arch_name else "vgg"
@@ -306,7 +306,7 @@ def build_trunk(arch_name: str, taps: Sequence[str] | None, weights: str,
                 registry: Registry | None = None, where: str = ""
                 ) -> tuple[Trunk, dict[str, Tensor]]:
     """A frozen trunk with ``weights`` (``none``, its keyword or a file, looked up as
-    plfw.weights does) and the LPIPS head weights found in the same file (ST-LPIPS layout).
+    plfw.nn.weights does) and the LPIPS head weights found in the same file (ST-LPIPS layout).
     ``where`` names what the user asked for in messages (a metric built on this trunk)."""
     arch = ARCHS[arch_name]
     where = where or f"{KIND} '{arch_name}'"

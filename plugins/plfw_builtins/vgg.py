@@ -172,7 +172,7 @@ def read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
 
 
 def weight_sources(arch: str) -> dict[str, Source]:
-    """What the ``weights`` keywords of ``arch`` stand for (see plfw.weights)."""
+    """What the ``weights`` keywords of ``arch`` stand for (see plfw.nn.weights)."""
     from torchvision.models import VGG16_Weights, VGG19_Weights
 
     url = {"vgg16": VGG16_Weights, "vgg19": VGG19_Weights}[arch].IMAGENET1K_V1.url
@@ -203,7 +203,7 @@ class VGG16Params:
 
 def build_vgg(arch: str, p: VGG19Params | VGG16Params,
               registry: Registry | None = None) -> VGGFeatures:
-    """Resolve ``p.weights`` (plfw.weights: hub cache, plugin hook, file, bundled or download)
+    """Resolve ``p.weights`` (plfw.nn.weights: hub cache, plugin hook, file, bundled or download)
     to a state dict and an input convention."""
     where = f"feature_extractor '{arch}'"
     if p.input not in ("auto", *INPUTS):

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from plfw_builtins.artefacts import PeakLoss
 
 import plfw
-from plfw.evaluate import load_pairs
-from plfw.generators import open_generator, to_unit
+from plfw.evaluation.evaluate import load_pairs
+from plfw.inference.generators import open_generator, to_unit
 
 SIGMAS = [0, 2, 4, 8]  # 0: one offset per phase for the whole image
 
@@ -65,7 +65,7 @@ def main() -> None:
     bench_root = Path(sys.argv[1]) / "benchmarks"
     metric, psnr_y = plfw.build("metric", "periodic_db"), plfw.build("metric", "psnr_y")
     for name in sys.argv[2:]:
-        g = open_generator(name)
+        g = open_generator(name, plfw.load_registry())
         g.module.eval()
         for bench in ("Set5", "Set14"):
             rows: dict[str, list[tuple[float, float, float]]] = {}
