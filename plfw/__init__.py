@@ -33,7 +33,16 @@ if TYPE_CHECKING:
     )
     from plfw.imaging.imresize import bicubic_downscale_uint8
     from plfw.imaging.imresize import imresize as matlab_imresize
-    from plfw.nn.features import CAFFE, IMAGENET, SIGNED, UNIT, InputSpec, freeze, is_frozen
+    from plfw.nn.features import (
+        CAFFE,
+        IMAGENET,
+        SIGNED,
+        UNIT,
+        InputSpec,
+        TapExtractor,
+        freeze,
+        is_frozen,
+    )
     from plfw.nn.fused import PReLU, prelu
     from plfw.nn.subpixel import conv_after_shuffle, subpixel_weight
     from plfw.nn.weights import (
@@ -53,8 +62,8 @@ _LAZY = {
     **dict.fromkeys(("Register", "Registry"), "plfw.core.registry"),
     "CommandRegister": "plfw.core.commands",
     "Trainer": "plfw.trainer",
-    **dict.fromkeys(("InputSpec", "freeze", "is_frozen", "IMAGENET", "CAFFE", "UNIT", "SIGNED"),
-                    "plfw.nn.features"),
+    **dict.fromkeys(("InputSpec", "TapExtractor", "freeze", "is_frozen", "IMAGENET", "CAFFE",
+                     "UNIT", "SIGNED"), "plfw.nn.features"),
     **dict.fromkeys(("resolve_weights", "read_weights", "load_weights", "offline", "Hub",
                      "Packaged", "Source", "Unavailable"), "plfw.nn.weights"),
     "bicubic_downscale_uint8": "plfw.imaging.imresize",
@@ -115,6 +124,7 @@ __all__ = [
     "Register",
     "Registry",
     "Source",
+    "TapExtractor",
     "Trainer",
     "Unavailable",
     "UserError",

@@ -9,13 +9,14 @@ one."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from plfw.core.config import Config
+from plfw.core.config import Config, check_phase_name
 from plfw.core.errors import UserError
 from plfw.core.registry import Registry, split_spec
 from plfw.device.runtime import Runtime
@@ -60,6 +61,29 @@ def seeded_phase(registry: Registry, cfg: Config, index: int, generator: nn.Modu
         torch.manual_seed(cfg.seed * 1009 + index)
         return build_phase(name, cfg.phases[name], generator, rt, output_range, crop,
                            cfg.scale, registry)
+
+
+def check_phases(registry: Registry, cfg: Config, generator: nn.Module, rt: Runtime,
+                 output_range: tuple[float, float], crop: int | None,
+                 output_path: Callable[[str, str], Any]) -> None:
+    """Build every phase that will train once and throw it away, so a mistake in a later
+    phase (a bad tap, an unknown discriminator) stops the run before the first step instead of
+    after the earlier phases trained. The RNG states are put back: what training draws is
+    unchanged. Also refuses phase names that would write outside the run directory
+    (``output_path`` checks each phase's ``models/<phase>.pt``)."""
+    cuda = rt.device.type == "cuda"
+    devices = [torch.cuda.current_device() if rt.device.index is None
+               else rt.device.index] if cuda else []
+    py_state = random.getstate()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            for index, (name, ps) in enumerate(cfg.phases.items()):
+                check_phase_name(name)
+                output_path("models", f"{name}.pt")
+                if ps.steps > 0:
+                    seeded_phase(registry, cfg, index, generator, rt, output_range, crop)
+    finally:
+        random.setstate(py_state)
 
 
 def bench_step(registry: Registry, cfg: Config, phase: str, rt: Runtime, batch: int,

@@ -25,6 +25,7 @@ from plfw.assembly import (
     build_dataset,
     build_generator,
     build_metrics,
+    check_phases,
     generator_spec,
     seeded_phase,
 )
@@ -45,7 +46,7 @@ from plfw.storage.checkpoint import (
 from plfw.training.phase import Phase, calibrate_losses, make_ema
 from plfw.training.rundir import CURVE, RunDir
 from plfw.training.sampling import batch_at, step_loader
-from plfw.training.step import TrainStep
+from plfw.training.step import BALANCE_RATIO, TrainStep, loss_balance
 from plfw.training.summary import crop_grid, write_summary
 
 
@@ -116,25 +117,9 @@ class Trainer:
             self.dir.drop_logs_after(self.global_step)
 
     def check_phases(self) -> None:
-        """Build every phase that will train once and throw it away, so a mistake in a later
-        phase (a bad tap, an unknown discriminator) stops the run before the first step
-        instead of after the earlier phases trained. The RNG states are put back: what
-        training draws is unchanged. Also refuses phase names that would write outside the
-        run directory (configs built without :func:`plfw.core.config.build_config`)."""
-        cuda = self.rt.device.type == "cuda"
-        devices = [torch.cuda.current_device() if self.rt.device.index is None
-                   else self.rt.device.index] if cuda else []
-        py_state = random.getstate()
-        try:
-            with torch.random.fork_rng(devices=devices):
-                for index, (name, ps) in enumerate(self.cfg.phases.items()):
-                    config_mod.check_phase_name(name)
-                    self.dir.output_path("models", f"{name}.pt")
-                    if ps.steps > 0:
-                        seeded_phase(self.registry, self.cfg, index, self.generator, self.rt,
-                                     self.output_range, self.train_spec.get("crop"))
-        finally:
-            random.setstate(py_state)
+        """Build every phase once before the first step (:func:`plfw.assembly.check_phases`)."""
+        check_phases(self.registry, self.cfg, self.generator, self.rt, self.output_range,
+                     self.train_spec.get("crop"), self.dir.output_path)
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> dict[str, Any]:
@@ -224,34 +209,19 @@ class Trainer:
         if self.rt.is_main:
             self.export_generator(name)
 
-    #: a weighted loss term this many times larger or smaller than another is reported
-    BALANCE_RATIO = 1e4
-
     def _check_balance(self, phase: str, weights: dict[str, float],
                        logs: dict[str, float]) -> float | None:
         """Warn once (one line, and a ``balance_warning`` record in metrics.jsonl) when one
-        weighted loss term pulls more than BALANCE_RATIO times harder than another: by the
-        norm of its gradient with respect to the SR image (``grad_sr_<term>``) where the step
-        measured it, else by its weighted value. Returns the ratio (None: fewer than two
-        terms)."""
-        by = "grad_sr"
-        sizes = {k: abs(logs[f"grad_sr_{k}"]) for k in weights if f"grad_sr_{k}" in logs}
-        if len(sizes) < 2:
-            by = "weighted loss"
-            sizes = {k: abs(w * logs[f"loss_{k}"]) for k, w in weights.items()
-                     if f"loss_{k}" in logs}
-        sizes = {k: v for k, v in sizes.items() if math.isfinite(v) and v > 0}
-        if len(sizes) < 2:
+        weighted loss term pulls far harder than another (:func:`loss_balance`). Returns the
+        ratio (None: fewer than two terms)."""
+        found = loss_balance(weights, logs)
+        if found is None:
             return None
-        big, small = max(sizes, key=sizes.__getitem__), min(sizes, key=sizes.__getitem__)
-        ratio = sizes[big] / sizes[small]
-        if ratio > self.BALANCE_RATIO and self.rt.is_main:
-            message = (f"phase {phase}: loss term '{big}' pulls {ratio:.3g} times harder than "
-                       f"'{small}' ({by}: " + ", ".join(f"{k} {v:.3g}" for k, v in sizes.items())
-                       + "); check their weights (and a perceptual loss's feature_scale)")
-            tqdm.write(f"plfw: warning: {message}", file=sys.stderr)
-            self.dir.log({"phase": phase, "step": self.global_step, "balance_warning": message,
-                          "balance_ratio": ratio, "balance_by": by, "balance_terms": sizes})
+        ratio, message, record = found
+        if ratio > BALANCE_RATIO and self.rt.is_main:
+            tqdm.write(f"plfw: warning: phase {phase}: {message}", file=sys.stderr)
+            self.dir.log({"phase": phase, "step": self.global_step,
+                          "balance_warning": f"phase {phase}: {message}", **record})
         return ratio
 
     def _check_finite(self, what: str) -> None:

@@ -6,7 +6,7 @@ The trunk (head, residual blocks, fuse) stays frozen and shared with TEACHER; on
 sub-pixel stages and the tail, which are where a grid comes from (pixel shuffle makes the
 output depend on position modulo 4), are trained on random 96x96 crops of DATA/train with
 loss = MSE(student, teacher) on [0, 1] + W * ``peak`` (the ``periodic_db`` metric as a loss,
-plugins/plfw_builtins/artefacts.py), so the student keeps the teacher's look and loses its
+plugins/plfw_builtins/metrics/periodic.py), so the student keeps the teacher's look and loses its
 grid. Resumable: OUT/state.pt is written atomically every --every updates, with a Set5
 validation line (PSNR-Y, periodic_db) in OUT/log.jsonl; OUT/generator.pt is the result in
 the format of plfw/weights.
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from plfw_builtins.artefacts import PeakLoss
-from plfw_builtins.datasets import HRFolder, HRFolderParams
+from plfw_builtins.datasets.folders import HRFolder, HRFolderParams
+from plfw_builtins.losses.periodic import PeakLoss
 
 from plfw.assembly import build_metrics
 from plfw.core.plugins import load_plugins

@@ -6,7 +6,7 @@
 The default writes ``plfw/data/niqe_t91_bsd200.npz``, the model the ``niqe`` metric ships with:
 the feature mean (36,) and covariance (36, 36) of the sharp 96x96 patches (both scales) of the
 291 HR images, and, as provenance, the folders, image and patch counts and a SHA-256 over the image
-files (the images themselves are not shipped). See ``plugins/plfw_builtins/niqe.py``.
+files (the images themselves are not shipped). See ``plugins/plfw_builtins/metrics/niqe.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from plfw_builtins import niqe
+from plfw_builtins.metrics import niqe
 
 from plfw import UserError, list_images, load_image_uint8
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from plfw_builtins import backbones as bb
+from plfw_builtins.loss_networks import backbones as bb
 from torch import nn
 
 import plfw
@@ -25,7 +25,7 @@ pytest.importorskip("timm")
 @pytest.fixture(autouse=True)
 def _backbones_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
     """Load this module as a plugin even where the entry point is not installed yet."""
-    monkeypatch.setenv("PLFW_PLUGINS", "plfw_builtins.backbones")
+    monkeypatch.setenv("PLFW_PLUGINS", "plfw_builtins.loss_networks.backbones")
 
 
 def build(spec: dict) -> nn.Module:

@@ -1,6 +1,6 @@
 """U-Net (Real-ESRGAN) and PatchGAN (pix2pix) discriminators
-(plugins/plfw_builtins/discriminators.py): every adversarial mode on their logit maps, spectral
-norm, receptive field, sizes, and a short training run through ``plfw train``."""
+(plugins/plfw_builtins/discriminators/unet_patchgan.py): every adversarial mode on their logit maps,
+spectral norm, receptive field, sizes, and a short training run through ``plfw train``."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import REGISTRY
 from PIL import Image
-from plfw_builtins.models import SRResNet
+from plfw_builtins.generators.srresnet import SRResNet
 
 from plfw.evaluation.evaluate import bicubic
 from plfw.imaging.images import load_image

@@ -1,5 +1,5 @@
-"""GAN-SR losses (plugins/plfw_builtins/gan_losses.py): each against its paper's definition,
-worked out here independently in numpy on tiny tensors."""
+"""GAN-SR losses (plugins/plfw_builtins/losses/fidelity.py, frequency.py): each against its paper's
+definition, worked out here independently in numpy on tiny tensors."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Judges outside the ImageNet family (plugins/plfw_builtins/iqa.py, niqe.py): piq's HaarPSI,
-GMSD and MS-GMSD as plfw metrics, and plfw's NIQE with its shipped T91 + BSD200 pristine model."""
+"""Judges outside the ImageNet family (plugins/plfw_builtins/metrics/iqa.py, niqe.py): piq's
+HaarPSI, GMSD and MS-GMSD as plfw metrics, and plfw's NIQE with its shipped T91 + BSD200 pristine
+model."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 from conftest import REPO
-from plfw_builtins import niqe
+from plfw_builtins.metrics import niqe
 
 import plfw
 from plfw.cli import main

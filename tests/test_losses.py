@@ -177,7 +177,7 @@ def test_feature_scale_scales_mse_by_its_square_and_l1_linearly() -> None:
 
 
 def test_the_perceptual_defaults_are_the_papers_vgg54() -> None:
-    from plfw_builtins.losses import PerceptualParams
+    from plfw_builtins.losses.srgan import PerceptualParams
 
     p = PerceptualParams()
     assert (p.network, p.layers, p.criterion, p.feature_scale) == ("vgg19", None, "mse",

@@ -1,5 +1,6 @@
-"""Perceptual metrics (plfw_builtins.perceptual): values against the reference packages, shift
-tolerance, tiling, weight loading (hub cache, resolve hook, file), offline errors, attributes.
+"""Perceptual metrics (plfw_builtins.metrics.lpips, loss_networks.trunks): values against the
+reference packages, shift tolerance, tiling, weight loading (hub cache, resolve hook, file), offline
+errors, attributes.
 
 The reference implementations are imported only here, to check our values: ``stlpips_pytorch``
 imports IPython and torchsummary without declaring them, so those two are stubbed in sys.modules
@@ -127,7 +128,7 @@ def _random_features(arch: str) -> torch.nn.Sequential:
 def _fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, arch: str) -> dict:
     """Random torchvision ``arch`` weights (torchvision's keys, ``features.*``) saved under
     torchvision's file name in a temporary hub cache."""
-    from plfw_builtins.perceptual import torchvision_file
+    from plfw_builtins.loss_networks.trunks import torchvision_file
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("PLFW_OFFLINE", "1")

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from plfw.cli import main
-from plfw.core.config import MAX_YAML_NODES, load_config, load_yaml
+from plfw.core.config import load_config
+from plfw.core.config_files import MAX_YAML_NODES, load_yaml
 from plfw.core.errors import UserError
 from plfw.studies.ablation import load_ablation
 

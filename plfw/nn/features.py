@@ -1,4 +1,5 @@
-"""What the core knows about loss networks: their input conventions and how to freeze them.
+"""What the core knows about loss networks: their input conventions, how to freeze them, and
+the base class they share.
 
 Input-range confusion is the classic perceptual-loss bug, so every feature extractor declares
 an :class:`InputSpec` and the core converts images from [0, 1] RGB into it in one place.
@@ -6,10 +7,13 @@ an :class:`InputSpec` and the core converts images from [0, 1] RGB into it in on
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from plfw.core.errors import UserError, suggest
 
 
 @dataclass(frozen=True)
@@ -67,3 +71,51 @@ def freeze(module: nn.Module) -> nn.Module:
 
 def is_frozen(module: nn.Module) -> bool:
     return type(module) in _FROZEN_CLASSES.values()
+
+
+class TapExtractor(nn.Module):
+    """Base of loss networks: a network that returns named intermediate feature maps, *taps*.
+
+    It holds the contract's attributes, ``taps`` (the names, in the order the maps come out) and
+    ``input_spec``, checks the requested taps against the ones the network has (an unknown name
+    is a one-line error with the closest names) and gives ``forward(x) -> {tap: map}`` from
+    ``iter_taps``. A network that is a plain stack of layers passes the stack and the index of
+    the layer each tap is read after to :meth:`iter_stack`, which stops after the deepest tap;
+    one read through forward hooks overrides :meth:`iter_taps`. Call :func:`freeze` on the
+    finished module (as every factory of a loss network must)."""
+
+    def __init__(self, taps: Sequence[str], known: Sequence[str], input_spec: InputSpec,
+                 where: str, network_order: bool = False) -> None:
+        super().__init__()
+        taps = [str(t) for t in taps]
+        if not taps:
+            raise UserError(f"{where}: taps is empty; name at least one of "
+                            f"{', '.join(map(str, known[:8]))}")
+        for tap in taps:
+            if tap not in known:
+                raise UserError(f"{where}: unknown tap '{tap}'{suggest(tap, list(known))}")
+        wanted = set(taps)
+        self.taps: tuple[str, ...] = (tuple(t for t in known if t in wanted) if network_order
+                                      else tuple(dict.fromkeys(taps)))
+        self.input_spec = input_spec
+
+    def iter_taps(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+        """(tap, feature map) for every tap, as soon as each is computed (a metric can drop a
+        map once it has used it)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(self.iter_taps(x))
+
+    @staticmethod
+    def iter_stack(layers: nn.Sequential, tap_at: Mapping[int, str],
+                   x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+        """Run ``layers`` in order, yielding ``(tap_at[i], output of layer i)``; layers after
+        the deepest tap are not run."""
+        last = max(tap_at)
+        for i, layer in enumerate(layers):
+            if i > last:
+                break
+            x = layer(x)
+            if i in tap_at:
+                yield tap_at[i], x

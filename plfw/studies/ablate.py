@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from plfw.core import config as config_mod
+from plfw.core.config_files import read_yaml
 from plfw.core.errors import UserError, suggest
 from plfw.core.registry import Registry
 from plfw.storage.checkpoint import CheckpointDir, atomic_write_bytes
@@ -75,7 +76,7 @@ def _wrote_config(run_dir: Path, resolved: dict[str, Any]) -> bool:
     job's own, left by a run killed before it wrote ablate.json."""
     path = run_dir / "config.yaml"
     try:
-        return path.is_file() and _learned(config_mod.read_yaml(path)) == _learned(resolved)
+        return path.is_file() and _learned(read_yaml(path)) == _learned(resolved)
     except UserError:
         return False
 

@@ -24,6 +24,7 @@ from omegaconf import MISSING
 
 from plfw.core import config as config_mod
 from plfw.core.config import DEFAULT_METRICS, Config, ImageSet
+from plfw.core.config_files import read_config_file
 from plfw.core.errors import UserError, suggest
 from plfw.core.registry import Registry
 
@@ -212,7 +213,7 @@ def job_overrides(ab: Ablation, run: str, point: Point = ()) -> list[str]:
 
 
 def _job_config(ab: Ablation, run: str, seed: int | None, point: Point = ()) -> Config:
-    data = config_mod.read_config_file(ab.base)
+    data = read_config_file(ab.base)
     items = job_overrides(ab, run, point)
     for item in items:
         item = item.replace(OUT_TOKEN, str(ab.out))
@@ -267,7 +268,7 @@ def load_ablation(path: str | Path, out: Path | None = None,
     """Read and check an ablation file, building every job's config (so a typo in the last
     run fails before the first one trains). ``extra`` overrides go after the file's own."""
     path = Path(path)
-    data = config_mod.read_config_file(path)
+    data = read_config_file(path)
     if isinstance(data.get("runs"), dict):  # `name:` with nothing after it means no overrides
         data["runs"] = {k: ([] if v is None else v) for k, v in data["runs"].items()}
     if isinstance(data.get("runs"), dict):

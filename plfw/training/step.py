@@ -26,6 +26,9 @@ Speed without changing that maths:
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -192,3 +195,30 @@ class TrainStep:
         current, worst = (int(v) for v in torch.stack([self.bad_run, self.worst_run]).tolist())
         self.worst_run = self.bad_run.clone()
         return current, worst
+
+
+#: a weighted loss term this many times larger or smaller than another is reported
+BALANCE_RATIO = 1e4
+
+
+def loss_balance(weights: dict[str, float], logs: dict[str, float]
+                 ) -> tuple[float, str, dict[str, Any]] | None:
+    """How much harder the strongest weighted loss term pulls than the weakest: by the norm of
+    its gradient with respect to the SR image (``grad_sr_<term>``) where the step measured it,
+    else by its weighted value. Returns (ratio, a sentence naming both, the log record's
+    fields), or None with fewer than two terms."""
+    by = "grad_sr"
+    sizes = {k: abs(logs[f"grad_sr_{k}"]) for k in weights if f"grad_sr_{k}" in logs}
+    if len(sizes) < 2:
+        by = "weighted loss"
+        sizes = {k: abs(w * logs[f"loss_{k}"]) for k, w in weights.items()
+                 if f"loss_{k}" in logs}
+    sizes = {k: v for k, v in sizes.items() if math.isfinite(v) and v > 0}
+    if len(sizes) < 2:
+        return None
+    big, small = max(sizes, key=sizes.__getitem__), min(sizes, key=sizes.__getitem__)
+    ratio = sizes[big] / sizes[small]
+    message = (f"loss term '{big}' pulls {ratio:.3g} times harder than '{small}' ({by}: "
+               + ", ".join(f"{k} {v:.3g}" for k, v in sizes.items())
+               + "); check their weights (and a perceptual loss's feature_scale)")
+    return ratio, message, {"balance_ratio": ratio, "balance_by": by, "balance_terms": sizes}

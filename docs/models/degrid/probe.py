@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from plfw_builtins.artefacts import PeakLoss
+from plfw_builtins.losses.periodic import PeakLoss
 
 import plfw
 from plfw.evaluation.evaluate import load_pairs

@@ -1,5 +1,5 @@
-"""The SRGAN paper's networks (Ledig et al., CVPR 2017): the SRResNet generator and the
-discriminator, registered as generator ``srresnet`` and discriminator ``srgan``.
+"""The SRGAN paper's networks (Ledig et al., CVPR 2017): the SRResNet generator, registered
+as ``srresnet`` (the discriminator is :mod:`plfw_builtins.discriminators.srgan`).
 
 Choices the paper leaves open, made here:
 - PReLU is channel-wise, the default of the PReLU paper (He et al. 2015) it cites.
@@ -25,6 +25,8 @@ from plfw import Register, UserError
 from plfw import matlab_imresize as imresize
 
 SCALES = (2, 4, 8)
+
+
 RESIDUALS = ("none", "bicubic")
 
 
@@ -34,16 +36,16 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int, batch_norm: bool) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            *_conv_bn(channels, channels, 3, batch_norm),
+            *conv_bn(channels, channels, 3, batch_norm),
             plfw.PReLU(channels),
-            *_conv_bn(channels, channels, 3, batch_norm),
+            *conv_bn(channels, channels, 3, batch_norm),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
 
 
-def _conv_bn(cin: int, cout: int, k: int, batch_norm: bool, stride: int = 1) -> list[nn.Module]:
+def conv_bn(cin: int, cout: int, k: int, batch_norm: bool, stride: int = 1) -> list[nn.Module]:
     conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=not batch_norm)
     return [conv, nn.BatchNorm2d(cout)] if batch_norm else [conv]
 
@@ -100,7 +102,7 @@ class SRResNet(nn.Module):
 
         self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), plfw.PReLU(channels))
         self.blocks = nn.Sequential(*(ResidualBlock(channels, batch_norm) for _ in range(blocks)))
-        self.fuse = nn.Sequential(*_conv_bn(channels, channels, 3, batch_norm))
+        self.fuse = nn.Sequential(*conv_bn(channels, channels, 3, batch_norm))
         self.upsample = nn.Sequential(*(
             nn.Sequential(nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2),
                           plfw.PReLU(channels))
@@ -152,47 +154,6 @@ class SRResNet(nn.Module):
         return out
 
 
-class SRGANDiscriminator(nn.Module):
-    """The paper's discriminator: 8 convs (widths c,c,2c,2c,4c,4c,8c,8c; stride 2 at every
-    second), LeakyReLU 0.2, BN on all but the first, dense 1024, dense 1. Returns logits (N,)."""
-
-    def __init__(self, input_size: int = 96, channels: int = 64, batch_norm: bool = True) -> None:
-        super().__init__()
-        if input_size < 16 or input_size % 16:
-            raise UserError(f"discriminator 'srgan': input_size must be a multiple of 16 "
-                            f"(4 stride-2 convs), got {input_size}")
-        if channels < 1:
-            raise UserError(f"discriminator 'srgan': channels must be >= 1, got {channels}")
-        self.input_size = input_size
-        widths = [channels * m for m in (1, 1, 2, 2, 4, 4, 8, 8)]
-        layers: list[nn.Module] = []
-        cin = 3
-        for i, cout in enumerate(widths):
-            stride = 2 if i % 2 else 1
-            if i == 0:
-                layers.append(nn.Conv2d(cin, cout, 3, padding=1))
-            else:
-                layers += _conv_bn(cin, cout, 3, batch_norm, stride)
-            # in place: the conv / BN before it needs its input for backward, not its output
-            layers.append(nn.LeakyReLU(0.2, inplace=True))
-            cin = cout
-        self.features = nn.Sequential(*layers)
-        side = input_size // 16
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(cin * side * side, 1024), nn.LeakyReLU(0.2, inplace=True),
-            nn.Linear(1024, 1)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
-            raise UserError(
-                f"discriminator 'srgan' was built for {self.input_size}x{self.input_size} input, "
-                f"got {x.shape[-2]}x{x.shape[-1]}: set the discriminator's input_size to the HR "
-                f"crop size"
-            )
-        return self.classifier(self.features(x)).squeeze(1)
-
-
 @dataclass
 class SRResNetParams:
     scale: int = 4
@@ -202,13 +163,6 @@ class SRResNetParams:
     output_range: list[float] = field(default_factory=lambda: [-1.0, 1.0])
     residual: str = "none"
     icnr: bool = False  # ICNR init of the sub-pixel convolutions (no checkerboard at start)
-
-
-@dataclass
-class SRGANDiscriminatorParams:
-    input_size: int = 96
-    channels: int = 64
-    batch_norm: bool = True
 
 
 def build_srresnet(p: SRResNetParams) -> SRResNet:
@@ -240,17 +194,10 @@ def srresnet_from_state_dict(state: dict[str, torch.Tensor]
 build_srresnet.from_state_dict = srresnet_from_state_dict  # type: ignore[attr-defined]
 
 
-def build_srgan_discriminator(p: SRGANDiscriminatorParams) -> SRGANDiscriminator:
-    return SRGANDiscriminator(p.input_size, p.channels, p.batch_norm)
-
-
 @plfw.hookimpl
 def plfw_register_generators(register: Register) -> None:
     register("srresnet", build_srresnet, SRResNetParams,
              "SRResNet (Ledig et al. 2017); residual: bicubic learns a correction to bicubic")
 
 
-@plfw.hookimpl
-def plfw_register_discriminators(register: Register) -> None:
-    register("srgan", build_srgan_discriminator, SRGANDiscriminatorParams,
-             "SRGAN discriminator (Ledig et al. 2017), returns logits")
+__all__ = ["SRResNet", "conv_bn", "icnr_", "srresnet_from_state_dict"]

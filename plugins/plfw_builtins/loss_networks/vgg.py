@@ -23,6 +23,7 @@ Before loading a named set, the ``plfw_resolve_weights`` hook may point at a loc
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,13 +40,13 @@ from plfw import (
     Register,
     Registry,
     Source,
+    TapExtractor,
     Unavailable,
     UserError,
     freeze,
     load_weights,
     read_weights,
     resolve_weights,
-    suggest,
 )
 
 # Channels per convolution, block by block (Simonyan & Zisserman 2015, configurations D and E).
@@ -67,22 +68,13 @@ def layer_names(arch: str) -> list[str]:
     return names
 
 
-class VGGFeatures(nn.Module):
+class VGGFeatures(TapExtractor):
     """A frozen VGG trunk cut at its deepest tap; forward returns ``{tap: feature map}``."""
 
     def __init__(self, arch: str, taps: list[str] | tuple[str, ...], input_spec: InputSpec,
                  state_dict: dict[str, torch.Tensor] | None = None, source: str = "") -> None:
-        super().__init__()
         names = layer_names(arch)
-        if not taps:
-            raise UserError(f"feature_extractor '{arch}': taps is empty; name at least one "
-                            f"layer, e.g. relu5_4")
-        for tap in taps:
-            if tap not in names:
-                raise UserError(f"feature_extractor '{arch}': unknown tap '{tap}'"
-                                f"{suggest(tap, names)}")
-        self.taps = tuple(dict.fromkeys(taps))
-        self.input_spec = input_spec
+        super().__init__(taps, names, input_spec, f"feature_extractor '{arch}'")
         self._tap_at = {names.index(t): t for t in self.taps}
 
         layers: list[nn.Module] = []
@@ -112,13 +104,8 @@ class VGGFeatures(nn.Module):
                          f"feature_extractor '{arch}'", source)
         freeze(self)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {}
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i in self._tap_at:
-                out[self._tap_at[i]] = x
-        return out
+    def iter_taps(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+        return self.iter_stack(self.layers, self._tap_at, x)
 
 
 def _load_into(layers: nn.Sequential, state: dict[str, torch.Tensor], arch: str,
