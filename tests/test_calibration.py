@@ -11,7 +11,7 @@ from helpers import REGISTRY
 import plfw
 from plfw.core.errors import UserError
 from plfw.imaging.images import load_gray_or_rgb
-from plfw.training.calibration import PRESETS, GradientMatched, calibration_sr, reference_spec
+from plfw.training.calibration import GradientMatched, calibration_sr, reference_spec
 from tests.conftest import REPO
 
 
@@ -34,7 +34,8 @@ def grad_norm(loss: torch.nn.Module, sr: torch.Tensor, hr: torch.Tensor) -> floa
 
 
 def matched(spec: dict) -> GradientMatched:
-    loss = GradientMatched(plfw.build("loss", spec), reference_spec("vgg54", "test"), 4, "test",
+    loss = GradientMatched(plfw.build("loss", spec), reference_spec("vgg54", "test", REGISTRY), 4,
+                           "test",
                            REGISTRY)
     loss.set_image_range(-1.0, 1.0)
     return loss
@@ -43,9 +44,15 @@ def matched(spec: dict) -> GradientMatched:
 def test_two_networks_feel_alike_after_matching() -> None:
     hr = photo_batch()
     sr0 = calibration_sr(hr, 4)
-    reference = plfw.build("loss", PRESETS["vgg54"])
+    # the registered vgg54 is the paper's content loss, spelled out here
+    reference = plfw.build("loss", {"name": "perceptual", "network": {"name": "vgg19",
+                                    "weights": "caffe"}, "layers": {"relu5_4": 1.0},
+                                    "feature_scale": 1 / 12.75})
     reference.set_image_range(-1.0, 1.0)
     target = grad_norm(reference, sr0, hr)
+    registered = plfw.build("loss", "vgg54")
+    registered.set_image_range(-1.0, 1.0)
+    assert grad_norm(registered, sr0, hr) == pytest.approx(target, rel=1e-6)
     specs = [
         {"name": "perceptual", "network": {"name": "vgg19", "weights": "none"},
          "layers": {"relu2_2": 1.0}, "feature_scale": "auto"},
@@ -86,11 +93,13 @@ def test_uncalibrated_use_and_bad_references_are_clear() -> None:
     with pytest.raises(RuntimeError, match="calibrate"):
         loss(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
     with pytest.raises(UserError, match="did you mean: vgg54"):
-        reference_spec("vgg45", "phases.srgan.losses.content")
+        reference_spec("vgg45", "phases.srgan.losses.content", REGISTRY)
     with pytest.raises(UserError, match="non-zero"):
         flat = torch.zeros(1, 3, 32, 32)
         matched({"name": "mse"}).calibrate(flat)  # bicubic of a flat image is exact: no gradient
-    assert not math.isnan(reference_spec(True, "x")["feature_scale"])
+    assert reference_spec(True, "x", REGISTRY) == {"name": "vgg54"}  # plfw 0.2's shorthand
+    with pytest.raises(UserError, match="expected a loss name"):
+        reference_spec(3, "x", REGISTRY)
 
 
 def test_trainer_logs_the_calibration(tmp_path) -> None:

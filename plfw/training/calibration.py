@@ -24,33 +24,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from plfw.core.errors import UserError, suggest
+from plfw.core.errors import UserError
 from plfw.core.registry import Registry
 from plfw.imaging.imresize import imresize
 
-#: Reference losses by preset name; ``match_gradient: true`` means ``vgg54``.
-PRESETS: dict[str, dict[str, Any]] = {
-    "vgg54": {"name": "perceptual", "network": {"name": "vgg19", "weights": "caffe"},
-              "layers": {"relu5_4": 1.0}, "feature_scale": 1 / 12.75},
-    "vgg22": {"name": "perceptual", "network": {"name": "vgg19", "weights": "caffe"},
-              "layers": {"relu2_2": 1.0}, "feature_scale": 1 / 12.75},
-    "mse": {"name": "mse"},
-}
 
-
-def reference_spec(value: Any, where: str) -> dict[str, Any]:
-    """The reference loss spec a ``match_gradient`` value stands for."""
+def reference_spec(value: Any, where: str, registry: Registry) -> dict[str, Any]:
+    """The reference loss a ``match_gradient`` value names: a registered loss (e.g. ``vgg54``,
+    the paper's content loss, which the built-in losses register) or a loss spec mapping;
+    ``true`` stands for ``vgg54``, as in plfw 0.2. Checked against ``registry`` here, so a typo
+    stops the run before its first step."""
     if value is True:
         value = "vgg54"
     if isinstance(value, str):
-        if value not in PRESETS:
-            raise UserError(f"{where}.match_gradient: unknown preset '{value}'"
-                            f"{suggest(value, PRESETS)}; or give a loss spec mapping")
-        return dict(PRESETS[value])
-    if isinstance(value, dict) and "name" in value:
-        return dict(value)
-    raise UserError(f"{where}.match_gradient: expected a preset ({', '.join(PRESETS)}) or a loss "
-                    f"spec like {{name: perceptual, ...}}, got {value!r}")
+        value = {"name": value}
+    if not (isinstance(value, dict) and isinstance(value.get("name"), str)):
+        raise UserError(f"{where}.match_gradient: expected a loss name (e.g. vgg54, vgg22, mse) "
+                        f"or a loss spec like {{name: perceptual, ...}}, got {value!r}")
+    registry.get("loss", value["name"])  # an unknown name: one line with the closest names
+    return dict(value)
 
 
 def calibration_sr(hr: Tensor, scale: int) -> Tensor:

@@ -99,7 +99,8 @@ def build_phase(name: str, ps: PhaseSettings, generator: nn.Module, rt: Runtime,
         where = f"phases.{name}.losses.{label}"
         loss = registry.build("loss", spec, where).to(rt.device)
         if match is not None and match is not False:
-            loss = GradientMatched(loss, reference_spec(match, where), scale, where, registry)
+            loss = GradientMatched(loss, reference_spec(match, where, registry), scale, where,
+                                   registry)
         if hasattr(loss, "set_image_range"):
             loss.set_image_range(*output_range)
         if getattr(loss, "adversarial", False):

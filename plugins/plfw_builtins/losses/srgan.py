@@ -290,6 +290,15 @@ def build_tv(p: TVParams) -> TotalVariation:
     return TotalVariation(p.kind, p.reduction)
 
 
+def paper_content(tap: str) -> Any:
+    """The paper's content loss at one tap of Caffe VGG19, rescaled by 1/12.75, as a factory."""
+    def build(_: None, registry: Registry | None = None) -> PerceptualLoss:
+        return build_perceptual(PerceptualParams(network={"name": "vgg19", "weights": "caffe"},
+                                                 layers={tap: 1.0}), registry)
+
+    return build
+
+
 @plfw.hookimpl
 def plfw_register_losses(register: Any) -> None:
     register("mse", lambda _: PixelLoss("mse"), None, "mean squared pixel error")
@@ -299,3 +308,7 @@ def plfw_register_losses(register: Any) -> None:
     register("adversarial", build_adversarial, AdversarialParams,
              "GAN loss: vanilla (paper), lsgan, hinge or relativistic average")
     register("tv", build_tv, TVParams, "total variation of the SR image")
+    register("vgg54", paper_content("relu5_4"), None,
+             "the paper's VGG54 content loss: perceptual, Caffe VGG19 relu5_4 / 12.75")
+    register("vgg22", paper_content("relu2_2"), None,
+             "the paper's VGG22 content loss: perceptual, Caffe VGG19 relu2_2 / 12.75")
