@@ -152,9 +152,17 @@ def non_public_uses(path: Path) -> list[str]:
     return bad
 
 
-def test_public_api_names_exist() -> None:
+def test_every_public_name_is_plfws_own_and_documented() -> None:
+    """Each name in ``plfw.__all__`` resolves to an object defined inside plfw (or pluggy's
+    marker), is listed in the API reference, and nothing public is missing from ``__all__``."""
+    api = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
     for name in plfw.__all__:
-        assert getattr(plfw, name) is not None, name
+        value = getattr(plfw, name)
+        module = getattr(value, "__module__", None) or getattr(type(value), "__module__", "")
+        assert module.startswith(("plfw", "pluggy", "builtins", "types")), (name, module)
+        assert re.search(rf"\b{re.escape(name)}\b", api), f"{name}: not in docs/api.md"
+    lazy = set(plfw._LAZY) | set(plfw._RENAMED)
+    assert lazy <= set(plfw.__all__), lazy - set(plfw.__all__)
 
 
 def test_builtin_plugins_use_only_the_public_api() -> None:

@@ -6,12 +6,17 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 from helpers import REGISTRY, make_images
 
+from plfw.assembly import build_generator, seeded_phase
 from plfw.core.config import load_config
+from plfw.device.runtime import make_runtime
 from plfw.trainer import Trainer
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
@@ -25,30 +30,57 @@ def test_all_five_paper_variants_exist() -> None:
                        "srresnet_vgg22"]
 
 
-def test_srgan_vgg54_has_the_papers_settings() -> None:
-    cfg = load_config(PAPER / "srgan_vgg54.yaml")
-    assert cfg.generator == {"name": "srresnet", "blocks": 16, "channels": 64,
-                             "batch_norm": True, "output_range": [-1.0, 1.0], "residual": "none"}
-    assert cfg.data.batch_size == 16 and cfg.data.train["crop"] == 96
-    mse, gan = cfg.phases["srresnet"], cfg.phases["srgan"]
-    assert (mse.steps, mse.lr, mse.betas[0]) == (1_000_000, 1e-4, 0.9)
-    assert (gan.steps, gan.lr, gan.milestones, gan.gamma) == (200_000, 1e-4, [100_000], 0.1)
-    content = gan.losses["content"]
-    assert content["network"] == {"name": "vgg19", "weights": "caffe"}
-    assert content["layers"] == {"relu5_4": 1.0}
-    assert content["feature_scale"] == pytest.approx(1 / 12.75)
-    assert gan.losses["adversarial"] == {"name": "adversarial", "mode": "vanilla",
-                                         "weight": 1e-3}
-    assert gan.d_updates == 1 and gan.discriminator == {"name": "srgan"}
+def _phase(config: str, phase: str, crop: int = 96) -> tuple[Any, Any]:
+    """(generator, built phase) of a paper config, as the trainer builds them."""
+    cfg = load_config(PAPER / f"{config}.yaml")
+    rt = make_runtime("cpu", "fp32", "false")
+    gen, out_range = build_generator(REGISTRY, cfg, rt)
+    return gen, seeded_phase(REGISTRY, cfg, list(cfg.phases).index(phase), gen, rt, out_range,
+                             crop)
 
 
-def test_vgg22_variants_tap_relu2_2() -> None:
-    for name in ("srgan_vgg22", "srresnet_vgg22"):
-        cfg = load_config(PAPER / f"{name}.yaml")
-        phase = cfg.phases["srgan" if name.startswith("srgan") else "srresnet"]
-        assert phase.losses["content"]["layers"] == {"relu2_2": 1.0}
-    tv = load_config(PAPER / "srresnet_vgg22.yaml").phases["srresnet"].losses["tv"]
-    assert tv["weight"] == 2e-8
+def _same_loss(built: Any, name: str) -> None:
+    """``built`` computes the registered loss ``name`` (the paper's definition) on SR/HR."""
+    torch.manual_seed(0)
+    hr = torch.rand(2, 3, 48, 48) * 2 - 1
+    sr = (hr + 0.2 * torch.randn_like(hr)).clamp(-1, 1)
+    reference = REGISTRY.build("loss", name)
+    reference.set_image_range(-1.0, 1.0)
+    assert float(built(sr, hr)) == pytest.approx(float(reference(sr, hr)), rel=1e-6)
+
+
+def test_srgan_vgg54_trains_the_papers_networks_losses_and_schedule() -> None:
+    """What the config builds, not what it says: B = 16 residual blocks in [-1, 1], the VGG54
+    content loss, 1e-3 x the vanilla GAN loss, lr 1e-4 dropping ten-fold after 1e5 updates,
+    and a discriminator for 96 x 96 crops with one logit per image."""
+    gen, phase = _phase("srgan_vgg54", "srgan")
+    assert len(gen.blocks) == 16 and tuple(gen.output_range) == (-1.0, 1.0)
+    assert gen(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+    assert phase.weights == {"content": 1.0, "adversarial": 1e-3}
+    _same_loss(phase.losses["content"], "vgg54")
+    logits = phase.discriminator(torch.rand(2, 3, 96, 96))
+    assert logits.numel() == 2
+    real, fake = torch.full((2, 1), 5.0), torch.full((2, 1), -5.0)
+    adversarial = phase.losses["adversarial"]  # vanilla: -log D(G(z)) for the generator
+    assert float(adversarial.generator_loss(real, fake)) == pytest.approx(
+        float(torch.nn.functional.softplus(-fake).mean()), rel=1e-6)
+    lrs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stepping the schedule without training
+        for step in range(100_001):
+            if step in (99_999, 100_000):
+                lrs.append(phase.opt_g.param_groups[0]["lr"])
+            phase.sched_g.step()
+    assert lrs == [pytest.approx(1e-4), pytest.approx(1e-5)]
+    assert phase.opt_g.defaults["betas"][0] == 0.9
+
+
+def test_vgg22_variants_train_the_vgg22_loss() -> None:
+    _, phase = _phase("srgan_vgg22", "srgan")
+    _same_loss(phase.losses["content"], "vgg22")
+    _, phase = _phase("srresnet_vgg22", "srresnet")
+    _same_loss(phase.losses["content"], "vgg22")
+    assert phase.weights["tv"] == 2e-8 and phase.discriminator is None
 
 
 @pytest.mark.parametrize("name", CONFIGS)
