@@ -1,6 +1,6 @@
-"""Losses of current GAN-SR training: Charbonnier, focal frequency, FDL, MS-SSIM and DISTS.
+"""Losses of current GAN-SR training that compare images directly: Charbonnier, MS-SSIM and
+DISTS, registered as ``charbonnier``, ``ms_ssim`` and ``dists``.
 
-Registered as losses ``charbonnier``, ``focal_frequency``, ``fdl``, ``ms_ssim`` and ``dists``.
 Each is called as ``loss(sr, hr)`` on images in the generator's output range (the trainer calls
 ``set_image_range(lo, hi)`` first; the default is [0, 1]); every definition below is applied to
 the images mapped to [0, 1], so a loss has the same value whether the generator works in [0, 1]
@@ -9,8 +9,7 @@ or in [-1, 1]. Each returns an unweighted scalar (the config's ``weight`` multip
 Written from the papers' definitions; where a choice is ours (a normalisation, a default), the
 class docstring says so.
 
-Here: ``charbonnier``, ``ms_ssim`` and the ``dists`` loss; the frequency losses are in
-:mod:`plfw_builtins.losses.frequency`.
+The frequency losses (focal frequency, FDL) are in :mod:`plfw_builtins.losses.frequency`.
 """
 
 from __future__ import annotations

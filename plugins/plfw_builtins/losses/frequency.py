@@ -1,16 +1,8 @@
-"""Losses of current GAN-SR training: Charbonnier, focal frequency, FDL, MS-SSIM and DISTS.
-
-Registered as losses ``charbonnier``, ``focal_frequency``, ``fdl``, ``ms_ssim`` and ``dists``.
-Each is called as ``loss(sr, hr)`` on images in the generator's output range (the trainer calls
-``set_image_range(lo, hi)`` first; the default is [0, 1]); every definition below is applied to
-the images mapped to [0, 1], so a loss has the same value whether the generator works in [0, 1]
-or in [-1, 1]. Each returns an unweighted scalar (the config's ``weight`` multiplies it).
-
-Written from the papers' definitions; where a choice is ours (a normalisation, a default), the
-class docstring says so.
-
-Here: ``focal_frequency`` and ``fdl``; Charbonnier, MS-SSIM and DISTS are in
-:mod:`plfw_builtins.losses.fidelity`.
+"""Frequency losses of current GAN-SR training, registered as ``focal_frequency`` (Jiang et
+al., ICCV 2021) and ``fdl`` (Ni et al., CVPR 2024). Like the losses of
+:mod:`plfw_builtins.losses.fidelity` (whose docstring gives the shared conventions), each is
+``loss(sr, hr)`` on images in the generator's range, computed on them mapped to [0, 1], and
+returns an unweighted scalar; where a choice is ours, the class docstring says so.
 """
 
 from __future__ import annotations
