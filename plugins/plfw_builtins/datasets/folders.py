@@ -239,6 +239,11 @@ class HRFolder(_SRDataset):
         return (hr,)
 
     def _sample(self, imgs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        hr = self.hr_crop(imgs)
+        return bicubic_downscale_uint8(hr, self.scale), hr
+
+    def hr_crop(self, imgs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The item's uint8 HR crop (random place, random flip/transpose when augmenting)."""
         (hr,) = imgs
         _, h, w = hr.shape
         s, c = self.scale, self.crop
@@ -251,8 +256,7 @@ class HRFolder(_SRDataset):
             hr = hr[:, : h - h % s, : w - w % s]
         if self.augment:
             (hr,) = _augment(hr)
-        hr = hr.contiguous()
-        return bicubic_downscale_uint8(hr, s), hr
+        return hr.contiguous()
 
 
 class PairedFolders(_SRDataset):
