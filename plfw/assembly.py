@@ -81,7 +81,11 @@ def check_phases(registry: Registry, cfg: Config, generator: nn.Module, rt: Runt
                 check_phase_name(name)
                 output_path("models", f"{name}.pt")
                 if ps.steps > 0:
-                    seeded_phase(registry, cfg, index, generator, rt, output_range, crop)
+                    built = seeded_phase(registry, cfg, index, generator, rt, output_range, crop)
+                    ema = [k for k, m in built.losses.items() if getattr(m, "needs_ema", False)]
+                    if ema and cfg.train.ema <= 0:
+                        raise UserError(f"phases.{name}.losses.{ema[0]} compares with the EMA "
+                                        f"generator: set train.ema (e.g. 0.999)")
     finally:
         random.setstate(py_state)
 

@@ -65,7 +65,9 @@ def plfw_register_feature_extractors(register: Register) -> None:
 @hookspec
 def plfw_register_losses(register: Register) -> None:
     """Register losses: factory(params) -> nn.Module. Pixel and feature losses are called as
-    ``loss(sr, hr)`` on images in the generator's output range and return a scalar; before
+    ``loss(sr, hr)`` on images in the generator's output range and return a scalar (a loss with
+    ``needs_ema = True`` is called as ``loss(sr, hr, ema_sr=...)`` with the EMA generator's
+    output for the same batch, and needs ``train.ema > 0``); before
     training the trainer calls ``loss.set_image_range(lo, hi)`` when the loss defines it (a loss
     network needs [0, 1] images) and ``loss.calibrate(hr)`` with a batch of HR images in that range
     when it defines that. A loss with ``adversarial = True`` instead provides

@@ -73,6 +73,8 @@ class TrainStep:
         self.output_range = output_range
         self.grad_clip, self.explode_norm = train.grad_clip, train.explode_norm
         self.ema_decay = train.ema
+        #: losses that compare with the EMA generator's output (LDL): it runs once per step
+        self.ema_losses = {k for k, m in phase.losses.items() if getattr(m, "needs_ema", False)}
         self.g_buffers, self.d_buffers = BufferGuard(generator), BufferGuard(phase.discriminator)
         device = rt.device
         #: consecutive bad updates so far, and the longest run since the last ``check``
@@ -126,6 +128,10 @@ class TrainStep:
             D.requires_grad_(False)
             self.d_buffers.save()  # D's passes in the generator update, undone with it
         total = torch.zeros((), device=lr.device)
+        ema_sr = None
+        if self.ema_losses and self.ema is not None:
+            with torch.no_grad(), self.rt.autocast():
+                ema_sr = self.ema(lr)
         with self.rt.autocast():
             for label, loss in p.losses.items():
                 if label == p.adversarial:
@@ -134,6 +140,8 @@ class TrainStep:
                         with torch.no_grad():
                             real = D(hr)  # type: ignore[misc]
                     value = loss.generator_loss(real, D(sr))  # type: ignore[misc]
+                elif label in self.ema_losses:
+                    value = loss(sr, hr, ema_sr=ema_sr)
                 else:
                     value = loss(sr, hr)
                 value = value.float()
