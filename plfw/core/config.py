@@ -74,6 +74,9 @@ class TrainSettings:
     keep_last: int = 3
     ema: float = 0.0  # EMA decay of the generator (0 = off), e.g. 0.999
     grad_clip: float = 0.0  # max gradient norm (0 = no clipping)
+    # micro-batches per update: data.batch_size is split into this many forward/backward
+    # passes whose gradients add up to one update (memory of one micro-batch)
+    accumulate: int = 1
     explode_norm: float = 1.0e6  # a gradient norm above this counts as a bad step
     max_bad_steps: int = 10  # stop after this many non-finite/exploding steps in a row
     deterministic: bool = False
@@ -278,6 +281,12 @@ def check_settings(cfg: Config) -> None:
                             f"{ps.milestones}")
     _check_number("train.ema", cfg.train.ema, below=1.0,
                   what="a decay in [0, 1) (0 = off, e.g. 0.999)")
+    n = cfg.train.accumulate
+    if n < 1 or cfg.data.batch_size % n:
+        raise UserError(f"train.accumulate: expected a divisor of data.batch_size "
+                        f"({cfg.data.batch_size}) >= 1, got {n}")
+    if n > 1 and any(ps.d_updates != 1 for ps in cfg.phases.values()):
+        raise UserError("train.accumulate > 1 works with d_updates: 1 only")
 
 
 def build_config(data: dict[str, Any], name: str = "") -> Config:

@@ -73,6 +73,7 @@ class TrainStep:
         self.output_range = output_range
         self.grad_clip, self.explode_norm = train.grad_clip, train.explode_norm
         self.ema_decay = train.ema
+        self.accumulate = train.accumulate
         #: losses that compare with the EMA generator's output (LDL): it runs once per step
         self.ema_losses = {k for k, m in phase.losses.items() if getattr(m, "needs_ema", False)}
         self.g_buffers, self.d_buffers = BufferGuard(generator), BufferGuard(phase.discriminator)
@@ -95,6 +96,8 @@ class TrainStep:
 
     def __call__(self, lr: Tensor, hr01: Tensor, measure: bool = False) -> dict[str, Tensor]:
         with compiled_activations(self.fused):
+            if self.accumulate > 1:
+                return self.step_accumulated(lr, hr01, measure)
             return self.step(lr, hr01, measure)
 
     def step(self, lr: Tensor, hr01: Tensor, measure: bool = False) -> dict[str, Tensor]:
@@ -156,11 +159,84 @@ class TrainStep:
         if D is not None:
             self.d_buffers.restore_unless(ok)
         logs["loss"] = torch.where(ok, total.detach(), 0.0)
+        self.after_update(ok)
+        return logs
+
+    def after_update(self, ok: Tensor) -> None:
+        """The EMA (unless the update was skipped) and the schedulers, once per update."""
+        p = self.phase
         if self.ema is not None:
             self.update_ema(ok)
         p.sched_g.step()
         if p.sched_d is not None:
             p.sched_d.step()
+
+    def step_accumulated(self, lr: Tensor, hr01: Tensor,
+                         measure: bool = False) -> dict[str, Tensor]:
+        """One update from ``accumulate`` micro-batches of the batch: each runs forward and
+        backward on its own (memory of one micro-batch) and their gradients, each scaled by
+        1/accumulate, add up to the update's. In GAN phases every micro-batch first adds its
+        generator gradient against the discriminator as it was at the start of the update,
+        then the discriminator's gradient on that micro-batch; both networks step at the end
+        (traiNNer-redux's order; ``accumulate: 1`` keeps the paper's D-then-G order). Batch
+        norm sees micro-batches. ``grad_sr_*`` is measured on the first micro-batch."""
+        p, G, D = self.phase, self.generator, self.phase.discriminator
+        n, (lo, hi) = self.accumulate, self.output_range
+        logs: dict[str, Tensor] = {}
+        zero = torch.zeros((), device=lr.device)
+        total, d_total = zero.clone(), zero.clone()
+        self.g_buffers.save()
+        self.d_buffers.save()
+        p.opt_g.zero_grad(set_to_none=True)
+        if D is not None:
+            D.requires_grad_(False)  # the generator's losses add no gradient to D
+            p.opt_d.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+        for i, (lr_i, hr01_i) in enumerate(zip(lr.chunk(n), hr01.chunk(n), strict=True)):
+            hr = hr01_i * (hi - lo) + lo
+            with self.rt.autocast():
+                sr = G(lr_i)
+            ema_sr = None
+            if self.ema_losses and self.ema is not None:
+                with torch.no_grad(), self.rt.autocast():
+                    ema_sr = self.ema(lr_i)
+            part = zero.clone()
+            with self.rt.autocast():
+                for label, loss in p.losses.items():
+                    if label == p.adversarial:
+                        real = None
+                        if getattr(loss, "uses_real_in_generator", True):
+                            with torch.no_grad():
+                                real = D(hr)  # type: ignore[misc]
+                        value = loss.generator_loss(real, D(sr))  # type: ignore[misc]
+                    elif label in self.ema_losses:
+                        value = loss(sr, hr, ema_sr=ema_sr)
+                    else:
+                        value = loss(sr, hr)
+                    value = value.float()
+                    logs[f"loss_{label}"] = logs.get(f"loss_{label}", zero) + value.detach() / n
+                    weighted = p.weights[label] * value
+                    if measure and i == 0 and weighted.requires_grad:
+                        (grad,) = torch.autograd.grad(weighted, sr, retain_graph=True)
+                        logs[f"grad_sr_{label}"] = grad.float().norm()
+                    part = part + weighted
+            (part / n).backward()
+            total = total + part.detach() / n
+            if D is not None:
+                adv = p.losses[p.adversarial]  # type: ignore[index]
+                D.requires_grad_(True)
+                with self.rt.autocast():
+                    d_loss = adv.discriminator_loss(D(hr), D(sr.detach())).float()
+                (d_loss / n).backward()
+                D.requires_grad_(False)
+                d_total = d_total + d_loss.detach() / n
+        if D is not None:
+            ok_d = self.finish(p.opt_d, D, d_total)  # type: ignore[arg-type]
+            self.d_buffers.restore_unless(ok_d)
+            logs["loss_d"] = torch.where(ok_d, d_total, 0.0)
+        ok = self.finish(p.opt_g, G, total)
+        self.g_buffers.restore_unless(ok)
+        logs["loss"] = torch.where(ok, total, 0.0)
+        self.after_update(ok)
         return logs
 
     def update(self, opt: torch.optim.Optimizer, module: nn.Module, loss: Tensor) -> Tensor:
@@ -168,6 +244,11 @@ class TrainStep:
         or above ``explode_norm``. Returns the 0-d bool 'healthy' tensor."""
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        return self.finish(opt, module, loss)
+
+    def finish(self, opt: torch.optim.Optimizer, module: nn.Module, loss: Tensor) -> Tensor:
+        """The step of ``opt`` with the gradients ``module`` holds, skipped on the device when
+        ``loss`` or their norm is non-finite or above ``explode_norm``; 'healthy' (0-d bool)."""
         grads = [q.grad for q in module.parameters() if q.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads, foreach=True)
         healthy = torch.isfinite(loss) & torch.isfinite(norm) & (norm <= self.explode_norm)
