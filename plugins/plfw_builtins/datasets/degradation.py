@@ -139,9 +139,12 @@ def random_kernel(p: DegradationParams, sinc_prob: float, sigmas: list[float]) -
 
 
 def blur(img: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Convolve each channel of a CHW image with ``kernel`` (reflected borders)."""
+    """Convolve each channel of a CHW image with ``kernel`` (reflected borders; repeated
+    edge pixels where the image is smaller than the kernel, as after a strong downscale of a
+    small crop)."""
     pad = kernel.shape[-1] // 2
-    x = F.pad(img[None], (pad, pad, pad, pad), mode="reflect")
+    mode = "reflect" if pad < min(img.shape[-2:]) else "replicate"
+    x = F.pad(img[None], (pad, pad, pad, pad), mode=mode)
     weight = kernel.to(img.dtype)[None, None].expand(img.shape[0], 1, -1, -1)
     return F.conv2d(x, weight, groups=img.shape[0])[0]
 
