@@ -31,6 +31,8 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("feature_extractor", "timm"): {"model": "test_efficientnet"},
     ("dataset", "hr_folder"): {"root": "{hr}", "crop": 16},
     ("dataset", "paired_folders"): {"hr_root": "{hr}", "lr_root": "{lr}", "crop": 16},
+    ("dataset", "degraded_folder"): {"root": "{hr}", "crop": 16},
+    ("generator", "spandrel"): {"arch": "Compact", "options": {"num_feat": 8, "num_conv": 2}},
     # 32-px test images: two MS-SSIM scales (21 px), FDL patches that fit relu5_4's 2x2
     ("loss", "ms_ssim"): {"scale_weights": [0.0448, 0.2856]},
     ("loss", "fdl"): {"patch": 2, "projections": 16},
@@ -182,7 +184,10 @@ def check_image_loss(loss: nn.Module) -> None:
         loss.calibrate(hr)
     loss.train()  # as inside a training loop
     sr = (photo(2, 32, seed=1) * 2 - 1).requires_grad_(True)
-    value = loss(sr, hr)
+    if getattr(loss, "needs_ema", False):  # compares with the EMA generator's output (LDL)
+        value = loss(sr, hr, ema_sr=(photo(2, 32, seed=2) * 2 - 1))
+    else:
+        value = loss(sr, hr)
     assert value.dim() == 0 and torch.isfinite(value)
     value.backward()
     assert sr.grad is not None and torch.isfinite(sr.grad).all() and sr.grad.abs().sum() > 0
