@@ -130,6 +130,23 @@ class TrainStep:
                 logs["loss_d"] = torch.where(ok, d_loss.detach(), 0.0)
             D.requires_grad_(False)
             self.d_buffers.save()  # D's passes in the generator update, undone with it
+        total = self.generator_terms(lr, sr, hr, logs, measure)
+        ok = self.update(p.opt_g, G, total)
+        self.g_buffers.restore_unless(ok)
+        if D is not None:
+            self.d_buffers.restore_unless(ok)
+        logs["loss"] = torch.where(ok, total.detach(), 0.0)
+        self.after_update(ok)
+        return logs
+
+    def generator_terms(self, lr: Tensor, sr: Tensor, hr: Tensor, logs: dict[str, Tensor],
+                        measure: bool) -> Tensor:
+        """The weighted sum of the phase's generator losses on ``sr``; each loss's value goes
+        to ``logs`` as ``loss_<label>`` and, with ``measure``, its pull as ``grad_sr_<label>``:
+        the L2 norm of the weighted term's gradient with respect to ``sr``. The adversarial
+        term sees the discriminator as it is now; a loss with ``needs_ema`` gets the EMA
+        generator's output for ``lr``."""
+        p, D = self.phase, self.phase.discriminator
         total = torch.zeros((), device=lr.device)
         ema_sr = None
         if self.ema_losses and self.ema is not None:
@@ -154,13 +171,7 @@ class TrainStep:
                     (grad,) = torch.autograd.grad(weighted, sr, retain_graph=True)
                     logs[f"grad_sr_{label}"] = grad.float().norm()
                 total = total + weighted
-        ok = self.update(p.opt_g, G, total)
-        self.g_buffers.restore_unless(ok)
-        if D is not None:
-            self.d_buffers.restore_unless(ok)
-        logs["loss"] = torch.where(ok, total.detach(), 0.0)
-        self.after_update(ok)
-        return logs
+        return total
 
     def after_update(self, ok: Tensor) -> None:
         """The EMA (unless the update was skipped) and the schedulers, once per update."""
@@ -195,30 +206,11 @@ class TrainStep:
             hr = hr01_i * (hi - lo) + lo
             with self.rt.autocast():
                 sr = G(lr_i)
-            ema_sr = None
-            if self.ema_losses and self.ema is not None:
-                with torch.no_grad(), self.rt.autocast():
-                    ema_sr = self.ema(lr_i)
-            part = zero.clone()
-            with self.rt.autocast():
-                for label, loss in p.losses.items():
-                    if label == p.adversarial:
-                        real = None
-                        if getattr(loss, "uses_real_in_generator", True):
-                            with torch.no_grad():
-                                real = D(hr)  # type: ignore[misc]
-                        value = loss.generator_loss(real, D(sr))  # type: ignore[misc]
-                    elif label in self.ema_losses:
-                        value = loss(sr, hr, ema_sr=ema_sr)
-                    else:
-                        value = loss(sr, hr)
-                    value = value.float()
-                    logs[f"loss_{label}"] = logs.get(f"loss_{label}", zero) + value.detach() / n
-                    weighted = p.weights[label] * value
-                    if measure and i == 0 and weighted.requires_grad:
-                        (grad,) = torch.autograd.grad(weighted, sr, retain_graph=True)
-                        logs[f"grad_sr_{label}"] = grad.float().norm()
-                    part = part + weighted
+            terms: dict[str, Tensor] = {}
+            part = self.generator_terms(lr_i, sr, hr, terms, measure and i == 0)
+            for key, value in terms.items():  # losses averaged over the micro-batches
+                logs[key] = value if key.startswith("grad_sr_") else (
+                    logs.get(key, zero) + value / n)
             (part / n).backward()
             total = total + part.detach() / n
             if D is not None:
