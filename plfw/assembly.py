@@ -20,7 +20,7 @@ from plfw.core.config import Config, check_phase_name
 from plfw.core.errors import UserError
 from plfw.core.registry import Registry, split_spec
 from plfw.device.runtime import Runtime
-from plfw.training.phase import Phase, build_phase, calibrate_losses, make_ema
+from plfw.training.phase import Phase, build_phase, calibrate_losses, ema_losses, make_ema
 from plfw.training.step import TrainStep
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
@@ -82,7 +82,7 @@ def check_phases(registry: Registry, cfg: Config, generator: nn.Module, rt: Runt
                 output_path("models", f"{name}.pt")
                 if ps.steps > 0:
                     built = seeded_phase(registry, cfg, index, generator, rt, output_range, crop)
-                    ema = [k for k, m in built.losses.items() if getattr(m, "needs_ema", False)]
+                    ema = ema_losses(built)
                     if ema and cfg.train.ema <= 0:
                         raise UserError(f"phases.{name}.losses.{ema[0]} compares with the EMA "
                                         f"generator: set train.ema (e.g. 0.999)")

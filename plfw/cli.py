@@ -361,6 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.formatwarning = format_plfw_warning  # plfw's notes as one line, no source line
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:  # answered without loading every plugin (and torch)
+        print(f"plfw {__version__}")
+        return 0
     plugins = load_plugins()  # once per command; passed down from here, never looked up
     parser = build_parser(plugins)
     _note_failed_command(argv, parser, plugins.registry.failed)

@@ -126,6 +126,11 @@ def build_phase(name: str, ps: PhaseSettings, generator: nn.Module, rt: Runtime,
     return Phase(name, ps, losses, weights, adversarial, disc, opt_g, opt_d, sched_g, sched_d)
 
 
+def ema_losses(phase: Phase) -> list[str]:
+    """Labels of the phase's losses that compare with the EMA generator (``needs_ema``)."""
+    return [label for label, m in phase.losses.items() if getattr(m, "needs_ema", False)]
+
+
 @torch.no_grad()
 def calibrate_losses(phase: Phase, hr: torch.Tensor,
                      sr: torch.Tensor | None = None) -> dict[str, Any]:

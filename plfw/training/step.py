@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from plfw.core.config import TrainSettings
 from plfw.device.runtime import LONG_PHASE, Runtime, unwrap
 from plfw.nn.fused import compiled_activations
-from plfw.training.phase import Phase
+from plfw.training.phase import Phase, ema_losses
 
 
 def compile_once(module: nn.Module, mode: str = "default") -> None:
@@ -75,7 +75,7 @@ class TrainStep:
         self.ema_decay = train.ema
         self.accumulate = train.accumulate
         #: losses that compare with the EMA generator's output (LDL): it runs once per step
-        self.ema_losses = {k for k, m in phase.losses.items() if getattr(m, "needs_ema", False)}
+        self.ema_losses = set(ema_losses(phase))
         self.g_buffers, self.d_buffers = BufferGuard(generator), BufferGuard(phase.discriminator)
         device = rt.device
         #: consecutive bad updates so far, and the longest run since the last ``check``

@@ -30,6 +30,6 @@ def write_summary(run_dir: Path, methods: Mapping[str, Method], pairs: Sequence[
     summary = {name: {**{k: r[k] for k in metrics}, "per_image": r["per_image"]}
                for name, r in results.items()}
     atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
-    atomic_write_bytes(run_dir / "summary.md", summary_table(summary, len(pairs)).encode())
+    atomic_write_bytes(run_dir / "summary.md", summary_table(summary, len(pairs), metrics).encode())
     crop_grid(methods, pairs[:sample_images], scale, run_dir / "summary.png", cell=64 * scale)
     return summary
