@@ -315,6 +315,8 @@ class Trainer:
             "sched_d": p.sched_d.state_dict() if p.sched_d else None,
             "losses": {k: trainable_state(m) for k, m in p.losses.items()},
             "rng": rng_state(),
+            **{f"scaler_{k}": sc.state_dict() for k, sc in (("g", p.scaler_g), ("d", p.scaler_d))
+               if sc is not None},
         }
 
     def _restore(self, s: dict[str, Any]) -> int:
@@ -342,6 +344,9 @@ class Trainer:
             p.sched_d.load_state_dict(s["sched_d"])  # type: ignore[union-attr]
         for k, m in p.losses.items():
             m.load_state_dict(s["losses"].get(k, {}), strict=False)
+        for key, scaler in (("scaler_g", p.scaler_g), ("scaler_d", p.scaler_d)):
+            if scaler is not None and s.get(key):  # fp16; a checkpoint from fp32 starts fresh
+                scaler.load_state_dict(s[key])
         set_rng_state(s["rng"])
         return int(s.get("bad_steps", 0))
 

@@ -36,7 +36,8 @@ def test_bench_json_is_consistent_with_its_own_timings(
                  "--reference", "none", "--loader", str(photos), "--workers", "0")
     assert set(out["steps"]) == {"mse", "srgan"}
     assert out["steps"]["mse"]["phase"] == "srresnet"
-    used = "bf16" if out["settings"]["bf16"] else "fp32"
+    used = out["settings"]["precision"]
+    assert used == ("bf16" if out["settings"]["bf16"] else "fp32")
     other = "fp32" if used == "bf16" else "bf16"
     ceiling = out["matmul_gflops"][used]  # only the precision the step runs in is timed
     assert out["matmul_gflops"][other].startswith("skipped")

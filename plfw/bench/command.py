@@ -44,7 +44,7 @@ def plfw_register_commands(register: Any) -> None:
                    help="reference step file with build(batch, hr, mse_only) (default: plfw's "
                         "own, plfw/bench/reference.py); 'none' skips it")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"])
     p.add_argument("--compile", default="auto",
                    choices=["auto", "true", "false", "reduce-overhead", "activations"])

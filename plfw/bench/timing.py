@@ -286,7 +286,8 @@ def run(args: argparse.Namespace, registry: Registry) -> dict[str, Any]:
         "machine": machine(dev),
         "command": "plfw bench " + " ".join(_argv(args)),
         "settings": {"batch": args.batch, "crop": args.crop, "repeats": args.repeats,
-                     "warmup": args.warmup, "bf16": rt.bf16, "channels_last": rt.channels_last,
+                     "warmup": args.warmup, "precision": rt.precision, "bf16": rt.bf16,
+                     "channels_last": rt.channels_last,
                      "compile": rt.compile_mode if rt.compile else False,
                      "cpu_fast_bf16": cpu_has_fast_bf16(),
                      "probe": cpu_choice() if dev.type == "cpu" else None,
@@ -296,11 +297,12 @@ def run(args: argparse.Namespace, registry: Registry) -> dict[str, Any]:
     }
     # Only the precision the step runs in is timed: a bf16 matmul on a CPU without fast bf16
     # takes tens of seconds and says nothing about this step.
-    used = "bf16" if rt.bf16 else "fp32"
+    used = rt.precision
     mm: dict[str, list[float]] = {used: []}
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[used]
 
     def measure_matmul() -> None:
-        mm[used].append(matmul_flops(dev, torch.bfloat16 if rt.bf16 else torch.float32))
+        mm[used].append(matmul_flops(dev, dtype))
 
     for name in [s.strip() for s in args.steps.split(",") if s.strip()]:
         phase = phase_for(cfg, name)
@@ -355,8 +357,8 @@ def run(args: argparse.Namespace, registry: Registry) -> dict[str, Any]:
     if mm[used]:
         ceiling = statistics.median(mm[used]) / 1e9
         result["matmul_gflops"] = {used: round(ceiling, 1),
-                                   ("fp32" if rt.bf16 else "bf16"): "skipped (the step does not "
-                                                                    "use it)"}
+                                   **{other: "skipped (the step does not use it)"
+                                      for other in ("fp32", "bf16") if other != used}}
         for entry in result["steps"].values():
             entry["efficiency"] = float(f"{entry['achieved_gflops'] / ceiling:.3g}")
     folder = _loader_folder(args.loader)

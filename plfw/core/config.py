@@ -62,7 +62,8 @@ class PhaseSettings:
 @dataclass
 class TrainSettings:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast, fp32 master weights)
+    # auto | fp32 | bf16 | fp16 (autocast, fp32 master weights; fp16 with a gradient scaler)
+    precision: str = "auto"
     channels_last: str = "auto"  # auto | true | false
     # auto (CUDA: on; CPU: PReLU alone in phases of 5000+ steps) | true | false |
     # reduce-overhead (CUDA graphs) | activations (PReLU alone, any phase)

@@ -42,6 +42,14 @@ class Runtime:
     #: PReLU compiled on its own in training steps (``plfw.nn.fused``): "off", "long" (phases of
     #: at least ``LONG_PHASE`` steps, where the seconds of warm-up are repaid) or "always"
     activations: str = "off"
+    #: fp16 autocast with a gradient scaler (``train.precision: fp16``; for CUDA, and on the
+    #: CPU for checks: slow there without AVX512-FP16 or AMX-FP16)
+    fp16: bool = False
+
+    @property
+    def precision(self) -> str:
+        """"bf16", "fp16" or "fp32": what autocast runs the networks in."""
+        return "bf16" if self.bf16 else "fp16" if self.fp16 else "fp32"
 
     @property
     def is_main(self) -> bool:
@@ -52,9 +60,10 @@ class Runtime:
         return self.world_size > 1
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
-        if not self.bf16:
+        if not (self.bf16 or self.fp16):
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type,
+                              dtype=torch.bfloat16 if self.bf16 else torch.float16)
 
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
@@ -90,6 +99,8 @@ class Runtime:
         return ddp(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
 
+#: ``train.precision`` values: fp32, bf16 autocast, or fp16 autocast with a gradient scaler
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: ``train.compile`` values beyond auto / true / false: torch.compile with that mode, or
 #: "activations" (only PReLU compiled, ``plfw.nn.fused``)
 COMPILE_MODES = ("reduce-overhead", "activations")
@@ -153,14 +164,16 @@ def init_distributed(rt: Runtime) -> None:
 
 def make_runtime(device: str = "auto", precision: str = "auto", channels_last: str | bool = "auto",
                  compile: str | bool = "auto", threads: int = 0) -> Runtime:
-    """Resolve 'auto' settings: bf16 and channels_last on CUDA; on the CPU whatever the one-time
+    """Resolve 'auto' settings: bf16 and channels_last on CUDA (fp16 only when asked for: it
+    needs a gradient scaler, which the step keeps per optimizer); on the CPU whatever the one-time
     probe measured to be faster (``plfw.device.probe``); torch.compile on CUDA only (on a few CPU
     cores its warm-up outlasts short runs); on the CPU only PReLU compiled, in long phases."""
     if threads > 0:
         torch.set_num_threads(threads)
     dev = pick_device(device)
-    if precision not in ("auto", "fp32", "bf16"):
-        raise UserError(f"train.precision: expected auto, fp32 or bf16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise UserError(f"train.precision: expected auto, fp32, bf16 or fp16, got "
+                        f"{precision!r}")
     last = _flag(channels_last, True, "channels_last") if str(channels_last) != "auto" else None
     probed = None
     if dev.type == "cpu" and (precision == "auto" or last is None):
@@ -181,7 +194,7 @@ def make_runtime(device: str = "auto", precision: str = "auto", channels_last: s
     elif text == "auto" and dev.type == "cpu":
         activations = "long"
     return Runtime(dev, bf16, last, _flag(compile, dev.type == "cuda", "compile"), rank, world,
-                   mode, activations)
+                   mode, activations, fp16=precision == "fp16")
 
 
 @contextlib.contextmanager

@@ -33,6 +33,10 @@ class Phase:
     opt_d: torch.optim.Optimizer | None
     sched_g: torch.optim.lr_scheduler.LRScheduler
     sched_d: torch.optim.lr_scheduler.LRScheduler | None
+    #: fp16 only: one dynamic loss scaler per optimizer (an overflow in one network's
+    #: gradients then lowers only that network's scale)
+    scaler_g: torch.amp.GradScaler | None = None
+    scaler_d: torch.amp.GradScaler | None = None
 
 
 def make_optimizer(params: Any, lr: float, ps: PhaseSettings) -> torch.optim.Optimizer:
@@ -123,7 +127,12 @@ def build_phase(name: str, ps: PhaseSettings, generator: nn.Module, rt: Runtime,
     if disc is not None:
         opt_d = make_optimizer(disc.parameters(), ps.d_lr or ps.lr, ps)
         sched_d = make_schedule(opt_d, ps, ps.d_lr or ps.lr)
-    return Phase(name, ps, losses, weights, adversarial, disc, opt_g, opt_d, sched_g, sched_d)
+    scaler_g = scaler_d = None
+    if rt.fp16:
+        scaler_g = torch.amp.GradScaler(rt.device.type)
+        scaler_d = torch.amp.GradScaler(rt.device.type) if disc is not None else None
+    return Phase(name, ps, losses, weights, adversarial, disc, opt_g, opt_d, sched_g, sched_d,
+                 scaler_g, scaler_d)
 
 
 def ema_losses(phase: Phase) -> list[str]:

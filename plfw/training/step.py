@@ -8,7 +8,8 @@ adversarial loss under the updated discriminator.
 
 Speed without changing that maths:
 - The generator runs once; the loss networks see SR with a graph and HR without one.
-- bf16 autocast (fp32 master weights) and channels_last come from the ``Runtime``.
+- bf16 or fp16 autocast (fp32 master weights; fp16 with a loss scaler per optimizer) and
+  channels_last come from the ``Runtime``.
 - PReLU compiled on its own on the CPU (``plfw.nn.fused``; in phases of ``LONG_PHASE`` steps or
   more under ``compile: auto``): torch's PReLU backward is a sixth of the bf16 MSE step.
 - Adam is ``fused`` (one kernel over all parameters on CPU and CUDA).
@@ -77,6 +78,8 @@ class TrainStep:
         #: losses that compare with the EMA generator's output (LDL): it runs once per step
         self.ema_losses = set(ema_losses(phase))
         self.g_buffers, self.d_buffers = BufferGuard(generator), BufferGuard(phase.discriminator)
+        #: fp16: each optimizer's loss scaler (``Phase.scaler_g`` / ``scaler_d``)
+        self.scalers = {id(phase.opt_g): phase.scaler_g, id(phase.opt_d): phase.scaler_d}
         device = rt.device
         #: consecutive bad updates so far, and the longest run since the last ``check``
         self.bad_run = torch.tensor(bad_steps, device=device)
@@ -211,14 +214,14 @@ class TrainStep:
             for key, value in terms.items():  # losses averaged over the micro-batches
                 logs[key] = value if key.startswith("grad_sr_") else (
                     logs.get(key, zero) + value / n)
-            (part / n).backward()
+            self.scaled(p.opt_g, part / n).backward()
             total = total + part.detach() / n
             if D is not None:
                 adv = p.losses[p.adversarial]  # type: ignore[index]
                 D.requires_grad_(True)
                 with self.rt.autocast():
                     d_loss = adv.discriminator_loss(D(hr), D(sr.detach())).float()
-                (d_loss / n).backward()
+                self.scaled(p.opt_d, d_loss / n).backward()  # type: ignore[arg-type]
                 D.requires_grad_(False)
                 d_total = d_total + d_loss.detach() / n
         if D is not None:
@@ -235,12 +238,24 @@ class TrainStep:
         """Backward + step, skipped on the device when the loss or gradient norm is non-finite
         or above ``explode_norm``. Returns the 0-d bool 'healthy' tensor."""
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaled(opt, loss).backward()
         return self.finish(opt, module, loss)
+
+    def scaled(self, opt: torch.optim.Optimizer, loss: Tensor) -> Tensor:
+        """``loss`` times ``opt``'s fp16 loss scale (unchanged without one): small fp16
+        gradients then stay above fp16's underflow."""
+        scaler = self.scalers.get(id(opt))
+        return scaler.scale(loss) if scaler is not None else loss
 
     def finish(self, opt: torch.optim.Optimizer, module: nn.Module, loss: Tensor) -> Tensor:
         """The step of ``opt`` with the gradients ``module`` holds, skipped on the device when
-        ``loss`` or their norm is non-finite or above ``explode_norm``; 'healthy' (0-d bool)."""
+        ``loss`` or their norm is non-finite or above ``explode_norm``; 'healthy' (0-d bool).
+        In fp16 the gradients are unscaled first, so the norm, the clip and ``explode_norm``
+        see true gradients; an overflow of the scaled gradients (finite loss, non-finite norm)
+        skips the update and halves the scale without counting as a bad update."""
+        scaler = self.scalers.get(id(opt))
+        if scaler is not None:
+            scaler.unscale_(opt)
         grads = [q.grad for q in module.parameters() if q.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads, foreach=True)
         healthy = torch.isfinite(loss) & torch.isfinite(norm) & (norm <= self.explode_norm)
@@ -250,7 +265,12 @@ class TrainStep:
                 foreach=True)
         opt.found_inf = (~healthy).float()  # type: ignore[attr-defined]
         opt.step()
-        self.bad_run = (self.bad_run + 1) * (~healthy)
+        if scaler is not None:
+            scaler.update()  # from the overflow flag unscale_ left on the device: no sync
+        run = (self.bad_run + 1) * (~healthy)
+        if scaler is not None:  # an overflow neither extends nor ends a run of bad updates
+            run = torch.where(torch.isfinite(loss) & ~torch.isfinite(norm), self.bad_run, run)
+        self.bad_run = run
         self.worst_run = torch.maximum(self.worst_run, self.bad_run)
         return healthy
 
