@@ -3,7 +3,10 @@
 Reading order: ``Trainer.__init__`` builds every component from the config through
 :mod:`plfw.assembly`; ``fit`` runs the phases in order (the paper: SRResNet with MSE, then SRGAN
 initialised from it); ``_run_phase`` is the loop, one :class:`plfw.training.step.TrainStep`
-update per step; checkpoints make any step resumable bit for bit on the CPU. Everything the run
+update per step; checkpoints make any step resumable bit for bit on the CPU. Resuming reads in
+order: ``RunDir.start`` picks the checkpoint (one for every rank; a torchrun restart too),
+``__init__`` sets the step counters from it and drops later log lines, and ``_start_phase``
+rebuilds its phase and ``_restore`` loads the state into it. Everything the run
 writes lands in the run directory (:mod:`plfw.training.rundir`): config.yaml, metrics.jsonl,
 checkpoints/, models/, samples/, summary.{json,md,png}.
 """
@@ -38,7 +41,6 @@ from plfw.evaluation.evaluate import Method, Pair, bicubic, dataset_pairs, evalu
 from plfw.inference.generators import GENERATOR_FORMAT, load_generator, runner
 from plfw.storage.checkpoint import (
     atomic_torch_save,
-    load_checkpoint,
     rng_state,
     set_rng_state,
     trainable_state,
@@ -71,8 +73,7 @@ class Trainer:
         self.dir = RunDir(cfg.run_dir, t.keep_last, self.rt.is_main)
         self.run_dir, self.ckpt = self.dir.path, self.dir.ckpt
         self.progress = progress and self.rt.is_main
-        # the checkpoint step every rank resumes from (rank 0's latest); torchrun restarts too
-        resume, overwrite, agreed = self.dir.start_point(self.rt, resume, overwrite)
+        start = self.dir.start(self.rt, resume, overwrite)  # new, or which checkpoint
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.seed)
@@ -99,19 +100,16 @@ class Trainer:
         self._curve_pairs: dict[str, list[Pair]] | None = None
         self.callbacks = [registry.build("callback", c, "callbacks") for c in cfg.callbacks]
         self.check_phases()
-        self.dir.prepare(resume, overwrite, config_mod.to_yaml(cfg))
+        self.dir.prepare(start, config_mod.to_yaml(cfg))
 
         self.global_step = self.phase_index = self.phase_step = 0
         self.phase: Phase | None = None
         self.stepper: TrainStep | None = None
-        self._resume_state: dict[str, Any] | None = None
         self._balance_checked: set[str] = set()
-        if resume:
-            s = self.dir.resume_state
-            self.dir.resume_state = None
-            if s is None:  # not rank 0: the checkpoint rank 0 chose
-                s = load_checkpoint(self.ckpt.path(agreed))
-            self._resume_state = s
+        #: a checkpoint's state until ``_start_phase`` loads it into its rebuilt phase
+        self._resume_state = start.state
+        if start.state is not None:
+            s = start.state
             self.global_step, self.phase_step = int(s["global_step"]), int(s["phase_step"])
             self.phase_index = int(s["phase_index"])
             self.dir.drop_logs_after(self.global_step)

@@ -36,7 +36,7 @@ from plfw.inference.export import export_generator
 from plfw.storage.checkpoint import CheckpointDir, atomic_write_bytes
 from plfw.storage.locks import LOCK_FILE, FolderBusy, FolderLock
 from plfw.studies.ablation import load_ablation
-from plfw.training.rundir import CURVE, LOG, RunDir
+from plfw.training.rundir import CURVE, LOG, RunDir, Start
 
 ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
 
@@ -110,7 +110,7 @@ def test_full_disk_while_pointing_latest_drops_the_new_checkpoint(
 def test_full_disk_leaves_the_metrics_log_whole(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     run = RunDir(tmp_path / "run", 2)
-    run.prepare(False, False, "seed: 1\n")
+    run.prepare(Start(False, False), "seed: 1\n")
     run.log({"step": 1, "loss": 0.5})
     before = (tmp_path / "run" / LOG).read_bytes()
     _disk_full_under(monkeypatch, tmp_path / "run")
@@ -358,7 +358,7 @@ def test_an_ablation_job_restarts_its_own_folder_and_leaves_others_alone(
             "--no-report", "--quiet"]
     job = load_ablation(tmp_path / "grid.yaml", tmp_path / "out").jobs[0]
     # killed before its first checkpoint: what the Trainer had written by then
-    RunDir(job.run_dir, 1).prepare(False, False, to_yaml(job.config))
+    RunDir(job.run_dir, 1).prepare(Start(False, False), to_yaml(job.config))
     (job.run_dir / LOG).write_text('{"step": 7, "loss": 9.0}\n')
     (job.run_dir / "notes.txt").write_text("mine")  # a file of the user's, kept
     assert main(args) == 0

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,17 @@ def read_log(run_dir: Path, name: str = LOG) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass(frozen=True)
+class Start:
+    """How a run begins, decided once before anything is built (:meth:`RunDir.start`): from
+    the checkpoint ``state`` (loaded; the same step on every rank) when ``resume``, else new
+    (``overwrite`` clears an old run's files first)."""
+
+    resume: bool
+    overwrite: bool
+    state: dict[str, Any] | None = None
+
+
 class RunDir:
     """``path`` with its checkpoints; only the main process (``main``) writes."""
 
@@ -53,20 +65,18 @@ class RunDir:
         self.path, self.main = Path(path), main
         self.ckpt = CheckpointDir(self.path / "checkpoints", keep_last)
         self.lock = FolderLock(self.path, "run directory")
-        #: the checkpoint :meth:`start_point` chose to resume from, loaded (rank 0)
-        self.resume_state: dict[str, Any] | None = None
 
-    def start_point(self, rt: Runtime, resume: bool, overwrite: bool) -> tuple[bool, bool, int]:
-        """``(resume, overwrite, step)``: the checkpoint step every rank continues from (rank
-        0's newest readable one, see :meth:`newest_readable`; -1 for none), after
-        :meth:`check_start`. After a torchrun restart (a rank died) the run continues by itself
-        from that checkpoint, or starts over without one."""
-        agreed, restarts = -1, elastic_restart()
+    def start(self, rt: Runtime, resume: bool, overwrite: bool) -> Start:
+        """Where this run begins. Resuming continues from rank 0's newest readable checkpoint
+        (:meth:`newest_readable`) on every rank; a new run passes :meth:`check_start`. After a
+        torchrun restart (a rank died) the run continues by itself from that checkpoint, or
+        starts over without one."""
+        agreed, restarts, found = -1, elastic_restart(), None
         if resume or restarts:
             if self.main and self.path.is_dir():
                 self.lock.acquire()  # before looking at (and maybe setting aside) checkpoints
-            latest = self.newest_readable() if self.main else None
-            agreed = rt.rank0_int(checkpoint_step(latest) if latest else -1)
+            found = self.newest_readable() if self.main else None
+            agreed = rt.rank0_int(checkpoint_step(found[0]) if found else -1)
         if restarts:
             resume, overwrite = agreed >= 0, agreed < 0
             if self.main:
@@ -78,7 +88,10 @@ class RunDir:
                             f"--resume" + (" but with --overwrite (the folder holds files)"
                                            if self.contents() else ""))
         self.check_start(resume, overwrite, rt)
-        return resume, overwrite, agreed
+        if not resume:
+            return Start(False, overwrite)
+        state = found[1] if found else load_checkpoint(self.ckpt.path(agreed))  # other ranks
+        return Start(True, overwrite, state)
 
     def contents(self) -> list[str]:
         """What the folder holds besides plfw's lock (folders end in '/'); [] when it is empty
@@ -122,15 +135,13 @@ class RunDir:
                             f"{base}; rename the phase (letters, digits, '_', '.', '-')")
         return Path(target)
 
-    def newest_readable(self) -> Path | None:
-        """The newest checkpoint that loads (kept in :attr:`resume_state`). One that does not
-        (cut short by a power loss or a disk error) is set aside as ``<name>.unreadable`` with a
-        one-line warning, and the one before it is tried (``keep_last`` > 1 keeps some)."""
-        self.resume_state = None
+    def newest_readable(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest checkpoint that loads, and its state. One that does not (cut short by a
+        power loss or a disk error) is set aside as ``<name>.unreadable`` with a one-line
+        warning, and the one before it is tried (``keep_last`` > 1 keeps some)."""
         while (latest := self.ckpt.latest()) is not None:
             try:
-                self.resume_state = load_checkpoint(latest)
-                return latest
+                return latest, load_checkpoint(latest)
             except UnreadableCheckpoint as exc:
                 aside = latest.with_name(latest.name + ".unreadable")
                 latest.replace(aside)
@@ -140,7 +151,7 @@ class RunDir:
                          "no earlier checkpoint is left"), file=sys.stderr, flush=True)
         return None
 
-    def prepare(self, resume: bool, overwrite: bool, config_yaml: str) -> None:
+    def prepare(self, start: Start, config_yaml: str) -> None:
         """Fail before training if the folder is unusable; clear an overwritten run; write the
         resolved config. Called once every component was built, so a config mistake leaves no
         run directory behind."""
@@ -155,7 +166,7 @@ class RunDir:
         except OSError as exc:
             raise UserError(f"run directory {self.path} is not writable "
                             f"({exc.strerror or exc}); set run_dir=... to another folder") from None
-        if not resume and overwrite:
+        if not start.resume and start.overwrite:
             for old in self.ckpt.steps():
                 self.ckpt.path(old).unlink(missing_ok=True)
             for name in (LOG, CURVE):
