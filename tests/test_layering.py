@@ -193,6 +193,44 @@ def test_the_registry_is_passed_down_not_looked_up() -> None:
     assert not offenders, "\n".join(offenders)
 
 
+#: the core's parts: they build whatever the config names and name no plugin themselves
+CORE_PARTS = ("core", "nn", "device", "storage", "imaging", "evaluation", "inference", "training")
+#: string constants in core modules that equal a built-in plugin's name but do not name it
+NOT_PLUGIN_NAMES = {
+    ("plfw/core/config.py", "*"): "the defaults that name built-ins, gathered in one place",
+    ("plfw/evaluation/evaluate.py", "psnr_y"): "the core's own PSNR-Y function, by its name",
+    ("plfw/evaluation/evaluate.py", "ssim_y"): "the core's own SSIM-Y function, by its name",
+    ("plfw/inference/upscale.py", "srgan"): "the bundled model `--model srgan`, not a plugin",
+}
+
+
+def test_no_core_module_names_a_builtin_plugin() -> None:
+    """Which generator, loss or metric runs is the config's choice: outside the defaults in
+    ``plfw/core/config.py`` no core module names a built-in plugin (attribute names such as
+    ``getattr(loss, "adversarial")`` do not count)."""
+    from helpers import REGISTRY
+
+    builtin = {name for table in REGISTRY.components.values() for name, c in table.items()
+               if c.provider.plugin.startswith("builtin_")}
+    assert {"mse", "vgg54", "srresnet", "psnr_y"} <= builtin
+    offenders = []
+    for name, path in MODULES.items():
+        parts = name.split(".")
+        if not (parts[1:2] and parts[1] in CORE_PARTS or name in ("plfw.assembly", "plfw.trainer")):
+            continue
+        rel = path.relative_to(REPO).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        attributes = {id(call.args[1]) for call in ast.walk(tree)
+                      if isinstance(call, ast.Call) and ast.unparse(call.func) in
+                      ("getattr", "hasattr", "setattr") and len(call.args) > 1}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and node.value in builtin
+                    and id(node) not in attributes and (rel, "*") not in NOT_PLUGIN_NAMES
+                    and (rel, node.value) not in NOT_PLUGIN_NAMES):
+                offenders.append(f"{rel}:{node.lineno}: {node.value!r}")
+    assert not offenders, "\n".join(offenders)
+
+
 def test_command_plugins_are_registered_through_entry_points() -> None:
     """bench, ablate and mos reach the command line as a third party's command does: through
     the ``plfw`` entry-point group and ``plfw_register_commands``, never named by the core."""

@@ -22,8 +22,13 @@ from omegaconf.errors import OmegaConfBaseException
 from plfw.core.config_files import load_yaml, read_config_file, strip_replace
 from plfw.core.errors import UserError, suggest
 
+# The defaults that name built-in plugins, all here (no other core module names a plugin):
 #: what a config without ``metrics``, ``plfw eval`` and an ablation score: the paper's measures
 DEFAULT_METRICS = ("psnr_y", "ssim_y")
+#: a phase without ``losses``: pixel MSE (the paper's SRResNet)
+DEFAULT_LOSSES = {"pixel": {"name": "mse"}}
+#: what ``match_gradient: true`` matches: the paper's VGG54 content loss
+MATCH_GRADIENT_DEFAULT = "vgg54"
 
 
 @dataclass
@@ -101,7 +106,7 @@ class CurveSettings:
     (per image, so a study can pair images), checkpoints are not kept for it."""
 
     at: list[int] = field(default_factory=list)  # global steps (after that many updates)
-    metrics: list[Any] = field(default_factory=lambda: ["psnr_y"])
+    metrics: list[Any] = field(default_factory=lambda: list(DEFAULT_METRICS[:1]))
     sets: dict[str, ImageSet] = field(default_factory=dict)
 
 

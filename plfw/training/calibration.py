@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from plfw.core.config import MATCH_GRADIENT_DEFAULT
 from plfw.core.errors import UserError
 from plfw.core.registry import Registry
 from plfw.imaging.imresize import imresize
@@ -35,7 +36,7 @@ def reference_spec(value: Any, where: str, registry: Registry) -> dict[str, Any]
     ``true`` stands for ``vgg54``, as in plfw 0.2. Checked against ``registry`` here, so a typo
     stops the run before its first step."""
     if value is True:
-        value = "vgg54"
+        value = MATCH_GRADIENT_DEFAULT
     if isinstance(value, str):
         value = {"name": value}
     if not (isinstance(value, dict) and isinstance(value.get("name"), str)):

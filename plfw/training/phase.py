@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from plfw.core.config import PhaseSettings
+from plfw.core.config import DEFAULT_LOSSES, PhaseSettings
 from plfw.core.errors import UserError
 from plfw.core.registry import Registry
 from plfw.device.runtime import Runtime
@@ -90,7 +90,7 @@ def build_phase(name: str, ps: PhaseSettings, generator: nn.Module, rt: Runtime,
     losses: dict[str, nn.Module] = {}
     weights: dict[str, float] = {}
     adversarial = None
-    specs = ps.losses if ps.losses is not None else {"pixel": {"name": "mse"}}
+    specs = ps.losses if ps.losses is not None else copy.deepcopy(DEFAULT_LOSSES)
     if not isinstance(specs, dict) or not specs:
         raise UserError(f"phases.{name}.losses: give at least one loss, e.g. "
                         "{pixel: {name: mse, weight: 1.0}}")
