@@ -70,6 +70,20 @@ def test_the_smoke_sweep_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert data["references"]["start"]["scores"]["val"]["psnr_y"]
     assert "start" in data["statistics"]["psnr_y"]["difference"]
 
+    # the same jobs judged at the baseline's own PSNR-Y at the primary weight (no level
+    # guessed before training): the level is the baseline's mean there
+    at_base = yaml.safe_load(SMOKE.read_text())
+    at_base["base"] = str(SMOKE.parent / at_base["base"])
+    at_base["primary"]["at_baseline_psnr"] = True
+    (tmp_path / "at_base.yaml").write_text(yaml.safe_dump(at_base, sort_keys=False))
+    run_ablation(tmp_path / "at_base.yaml", REGISTRY, out, overrides=TINY, device="cpu",
+                 report_only=True, log=lines.append)
+    prim = json.loads((out / "report.json").read_text())["primary"]
+    vgg_at = next(p for p in matched["points"]["vgg"] if p["point"] == "adversarial.weight=0.01")
+    assert prim["at_baseline_psnr"] and prim["psnr"] == pytest.approx(vgg_at["psnr"]["value"])
+    assert set(prim["difference"]) | set(prim["missing"]) == {"mse"}
+    assert "at the PSNR-Y `vgg` reaches at" in (out / "report.md").read_text()
+
     # people rate the runs at the primary point: one method per run, fp16 files load
     from plfw.cli import main
 
@@ -98,6 +112,7 @@ def _write(tmp: Path, **changes: object) -> Path:
      "is not one of sweep"),
     ({"primary": {"metric": "lpips", "point": {}}}, "primary.metric 'lpips'"),
     ({"primary": {"metric": "ssim_y"}}, "give `psnr:`"),
+    ({"primary": {"metric": "ssim_y", "psnr": 20.0, "at_baseline_psnr": True}}, "drop `psnr:`"),
     ({"eval": {"sets": {"val": {"hr": "x"}}, "curve": {"at": [2], "sets": ["nope"]}}},
      "no eval set 'nope'"),
     ({"artefacts": "some"}, "artefacts"),

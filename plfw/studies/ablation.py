@@ -74,6 +74,9 @@ class Primary:
     set: str | None = None  # an eval set (default: all sets pooled)
     psnr: float | None = None  # matched PSNR-Y level [dB]; null: at `point`
     point: dict[str, Any] = field(default_factory=dict)  # sweep key -> value (single setting)
+    # true: at the PSNR-Y the baseline reaches at `point` (its mean over seeds and images),
+    # every other run interpolated there: "at the baseline's distortion", no level guessed
+    at_baseline_psnr: bool = False
 
 
 @dataclass
@@ -369,6 +372,10 @@ def _check_sweep(path: Path, spec: AblationFile, ab: Ablation) -> None:
         if primary.psnr is None and set(primary.point) != set(spec.sweep):
             raise UserError(f"{path}: primary: give `psnr:` (a matched PSNR-Y level) or a "
                             f"`point:` with a value for every sweep key")
+        if primary.at_baseline_psnr and (primary.psnr is not None or not spec.sweep):
+            raise UserError(f"{path}: primary.at_baseline_psnr takes its level from the "
+                            f"baseline at `point:` in a sweep: drop `psnr:`"
+                            + ("" if spec.sweep else " and add a sweep"))
 
 
 def _network_name(spec: Any) -> str | None:

@@ -233,9 +233,18 @@ def primary(ab: Ablation, metrics: list[MetricInfo], scores: Scores,
     base = ab.spec.baseline
     out: dict[str, Any] = {"metric": spec.metric, "set": spec.set or "all sets",
                            "psnr": spec.psnr, "point": dict(spec.point),
+                           "at_baseline_psnr": spec.at_baseline_psnr,
                            "higher_is_better": info.higher_is_better, "difference": {},
                            "missing": {}}
-    if spec.psnr is None:
+    if spec.at_baseline_psnr:  # the level: the baseline's mean PSNR-Y at the point
+        point = tuple((k, spec.point[k]) for k in ab.spec.sweep)
+        base_psnr = matrix(ab, scores, base, point, PSNR, pool)
+        if base_psnr is None:
+            out["missing"] = {run: "the baseline has no finished job at the primary point yet"
+                              for run in ab.runs if run != base}
+            return out
+        out["psnr"] = float(np.mean(base_psnr))
+    if out["psnr"] is None:
         point = tuple((k, spec.point[k]) for k in ab.spec.sweep)
         base_x = matrix(ab, scores, base, point, spec.metric, pool)
         for run in ab.runs:
@@ -256,7 +265,7 @@ def primary(ab: Ablation, metrics: list[MetricInfo], scores: Scores,
                 continue
             try:
                 out["difference"][run] = estimate(
-                    stats.matched_difference(cs[run], cs[base], spec.psnr, conf))
+                    stats.matched_difference(cs[run], cs[base], out["psnr"], conf))
             except ValueError as exc:
                 out["missing"][run] = str(exc)
     _holm_into(out["difference"])

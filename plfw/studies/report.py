@@ -184,8 +184,13 @@ def _tables(ab: Ablation, stats: dict[str, Any], status: dict[str, str],
 
 def _primary_lines(ab: Ablation, prim: dict[str, Any]) -> list[str]:
     alpha = 1 - ab.spec.report.confidence
+    at = ", ".join(f"{k}={v}" for k, v in prim["point"].items())
     where = (f"at a matched PSNR-Y of {prim['psnr']:g} dB" if prim["psnr"] is not None
-             else "at " + ", ".join(f"{k}={v}" for k, v in prim["point"].items()))
+             else "at " + at)
+    if prim.get("at_baseline_psnr"):
+        where = (f"at the PSNR-Y `{ab.spec.baseline}` reaches at {at} ("
+                 + (f"{prim['psnr']:.2f} dB" if prim["psnr"] is not None else "not yet known")
+                 + "; the other runs interpolated there)")
     arrow = "higher" if prim["higher_is_better"] else "lower"
     lines = [f"Declared in the ablation file before training: **{prim['metric']}** ({arrow} is "
              f"better) on **{prim['set']}**, {where}, each run against `{ab.spec.baseline}`, "
