@@ -273,8 +273,19 @@ def test_the_v2_study_is_what_the_issue_asks_for() -> None:
     for job in ab.jobs:
         if job.run in paper:
             assert job.config.phases["srgan"].losses["content"]["weight"] == paper[job.run]
+    # the primary endpoint is declared: one perceptual metric at matched PSNR-Y on General100
+    prim = ab.spec.primary
+    assert (prim.metric, prim.set, prim.at_baseline_psnr) == ("st_lpips_alex", "General100", True)
+    assert prim.point == {key: 1e-3}
+    # the paper's halfway lr decay, curves that end at the last update, baseline and MSE first
     gpu = load_ablation(REPO / "configs" / "study" / "loss_networks_v2_gpu.yaml")
-    assert gpu.runs == ab.runs and gpu.spec.sweep == ab.spec.sweep
+    for study in (ab, gpu):
+        srgan = study.jobs[0].config.phases["srgan"]
+        assert srgan.milestones == [srgan.steps // 2] and srgan.gamma == 0.1
+        assert study.spec.eval.curve.at[-1] == srgan.steps
+        assert [j.run for j in study.jobs[:2]] == ["vgg54", "mse"]
+        assert all(dict(j.point)[key] == 1e-3 for j in study.jobs[:2])
+    assert gpu.runs == ab.runs and set(gpu.spec.sweep) == set(ab.spec.sweep)
     first = gpu.jobs[0].config
     assert first.data.batch_size == 16 and first.data.train["crop"] == 96
 
