@@ -47,7 +47,8 @@ def test_the_smoke_sweep_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert job.config.phases["srgan"].losses["adversarial"]["weight"] == 0.01
     assert job.run_dir == out / "mse" / "adversarial.weight=0.01" / "seed2"
     curve = [json.loads(x) for x in (job.run_dir / "curve.jsonl").read_text().splitlines()]
-    assert [p.name for p in (job.run_dir / "models").iterdir()] == ["srgan.fp16.safetensors"]
+    assert sorted(p.name for p in (job.run_dir / "models").iterdir()) == [
+        "srgan.fp16.safetensors", "srgan.fp16.safetensors.key"]
     assert [r["step"] for r in curve] == [2, 4, 6]
 
     text = report.read_text()
@@ -185,3 +186,20 @@ def test_fp16_generators_score_like_fp32(tmp_path: Path, monkeypatch: pytest.Mon
     report = run_ablation(path, REGISTRY, out, overrides=["phases.srgan.steps=1"], device="cpu",
                           report_only=True, eval_hr=str(make_images(tmp_path / "o", 2, (48, 48))))
     assert report is not None and report.is_file()
+    # a study over its size budget keeps scores, not every generator: once scored, a job whose
+    # generator is gone still reports from its scores.json (by the key file beside the model)
+    assert (packed.parent / (packed.name + ".key")).read_text().startswith(packed.name + ":")
+    first = run_ablation(path, REGISTRY, out, overrides=["phases.srgan.steps=1"], device="cpu",
+                         report_only=True)
+    before = json.loads((first.parent / "report.json").read_text())["jobs"][job.label]
+    packed.unlink()
+    again = run_ablation(path, REGISTRY, out, overrides=["phases.srgan.steps=1"], device="cpu",
+                         report_only=True)
+    data = json.loads((again.parent / "report.json").read_text())
+    assert data["status"][job.label] == "finished (generator not kept)"
+    assert data["jobs"][job.label]["scores"] == before["scores"]
+    # on images it was never scored on it is left out, with the reason, not an error
+    other = run_ablation(path, REGISTRY, out, overrides=["phases.srgan.steps=1"], device="cpu",
+                         report_only=True, eval_hr=str(make_images(tmp_path / "p", 2, (40, 40))))
+    data = json.loads((other.parent / "report.json").read_text())
+    assert data["status"][job.label] == "not scored here (generator not kept)"

@@ -130,19 +130,23 @@ def train_job(ab: Ablation, job: Job, registry: Registry, log: Any = print,
 
 def pack_job(job: Job) -> Path | None:
     """Keep only a finished job's final generator, as fp16 safetensors (spec in the metadata,
-    loaded back into fp32 weights), and drop its checkpoints and other phases' models.
+    loaded back into fp32 weights) with its score-cache key beside it (``<file>.key``), and
+    drop its checkpoints and other phases' models.
     Returns the packed file (None when the job is not finished)."""
     import shutil
 
     from safetensors.torch import save
 
     from plfw.inference.generators import GENERATOR_FORMAT
-    from plfw.studies.ablation import PACKED, finished_model
+    from plfw.studies.ablation import KEY_SUFFIX, PACKED, finished_model, model_key
 
     model = finished_model(job)
     if model is None:
         return None
     if model.name.endswith(PACKED):
+        key = model.with_name(model.name + KEY_SUFFIX)
+        if not key.is_file():  # packed before key files existed
+            atomic_write_bytes(key, (model_key(model) + "\n").encode())
         return model
     import torch
 
@@ -153,6 +157,8 @@ def pack_job(job: Job) -> Path | None:
     atomic_write_bytes(packed, save(tensors, metadata={
         "format": GENERATOR_FORMAT, "generator": json.dumps(saved["generator"]),
         "step": str(saved.get("step", "")), "stored_as": "fp16 (trained in fp32)"}))
+    atomic_write_bytes(packed.with_name(packed.name + KEY_SUFFIX),
+                       (model_key(packed) + "\n").encode())
     for other in (job.run_dir / "models").glob("*.pt"):
         other.unlink()
     shutil.rmtree(job.run_dir / "checkpoints", ignore_errors=True)

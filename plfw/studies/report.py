@@ -151,7 +151,7 @@ def _tables(ab: Ablation, stats: dict[str, Any], status: dict[str, str],
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in [BICUBIC, *ab.references, *ab.runs]:
         jobs = [j for j in ab.jobs if j.run == run and j.point == point]
-        done = sum(status.get(j.label) == "finished" for j in jobs)
+        done = sum(status.get(j.label, "").startswith("finished") for j in jobs)
         fixed = run == BICUBIC or run in ab.references
         cells = [f"**{run}**" if run == ab.spec.baseline else run,
                  "-" if fixed else f"{done}/{len(jobs)}"]
@@ -160,7 +160,7 @@ def _tables(ab: Ablation, stats: dict[str, Any], status: dict[str, str],
             cells.append("(trained with it)" if mean is None and not fixed and done else
                          "-" if mean is None else _interval(mean, m))
         secs = [read_state(j.run_dir).get("train_seconds") for j in jobs
-                if status.get(j.label) == "finished"]
+                if status.get(j.label, "").startswith("finished")]
         secs = [s for s in secs if s]
         cells.append(_duration(sum(secs) / len(secs)) if secs else "-")
         lines.append("| " + " | ".join(cells) + " |")
@@ -301,7 +301,7 @@ def write_report(ab: Ablation, registry: Registry, device: str = "auto", log: An
         "loss": plots.loss_curves(ab, out / "loss_curves.png"),
     }
     train_total = sum(read_state(j.run_dir).get("train_seconds") or 0.0 for j in ab.jobs)
-    finished = sum(v == "finished" for v in status.values())
+    finished = sum(v.startswith("finished") for v in status.values())
     common = "<br>".join(f"`{o}`" for o in ab.overrides) or "none"
     set_text = ", ".join(f"{s} ({len(p)})" for s, p in pairs.items())
     rep = ab.spec.report

@@ -8,7 +8,6 @@ detailed window of a few images are kept for the report's picture.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,14 @@ from plfw.core.registry import Registry, split_spec
 from plfw.evaluation.evaluate import Pair, bicubic, load_pairs
 from plfw.inference.model import open_model
 from plfw.storage.checkpoint import atomic_write_bytes
-from plfw.studies.ablation import Ablation, Job, finished_model, training_networks
+from plfw.studies.ablation import (
+    Ablation,
+    Job,
+    finished_model,
+    kept_key,
+    model_key,
+    training_networks,
+)
 
 BICUBIC = "bicubic"
 SCORES_FILE = "scores.json"
@@ -101,11 +107,6 @@ def _set_key(ev: ImageSet, scale: int) -> str:
                        ev.limit, scale])
 
 
-def _model_key(path: Path) -> str:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return f"{path.name}:{digest}"
-
-
 def _read_cache(run_dir: Path) -> dict[str, Any]:
     path = run_dir / SCORES_FILE
     try:
@@ -153,26 +154,39 @@ def score(ab: Ablation, registry: Registry, device: str = "auto", log: Any = pri
     size = ab.spec.report.crop
     windows = {(s, i): _detail_crop(pairs[s][i].hr, size) for s, i in picks}
     scores, status = Scores(), {}
-    methods: list[tuple[str, str | None, Job | None, Path | None]] = [(BICUBIC, None, None, None)]
+    # (label, run, job, model file, cache key); bicubic has neither run nor model, a job whose
+    # generator was not kept (``kept_key``) only its key: it can be reported, not re-scored
+    methods: list[tuple[str, str | None, Job | None, Path | None, str]] = [
+        (BICUBIC, None, None, None, BICUBIC)]
     for name, path in ab.references.items():
         if not path.is_file():
             raise UserError(f"{ab.path}: eval.references.{name}: model not found: {path}")
-        methods.append((name, name, None, path))
+        methods.append((name, name, None, path, model_key(path)))
     for job in ab.jobs:
-        model = finished_model(job)
-        status[job.label] = "finished" if model is not None else (
-            "in progress" if (job.run_dir / "checkpoints").is_dir() else "not started")
-        if model is not None:
-            methods.append((job.label, job.run, job, model))
+        model, key = finished_model(job), kept_key(job)
+        status[job.label] = ("finished" if model is not None else
+                             "finished (generator not kept)" if key is not None else
+                             "in progress" if (job.run_dir / "checkpoints").is_dir() else
+                             "not started")
+        if model is not None or key is not None:
+            methods.append((job.label, job.run, job, model,
+                            model_key(model) if model is not None else key))  # type: ignore[arg-type]
     cropped_runs: set[str] = set()
-    for index, (label, run, job, model) in enumerate(methods, 1):
+    for index, (label, run, job, model, mkey) in enumerate(methods, 1):
         trained = training_networks(job.config, registry) if job is not None else set()
         allowed = [m for m in metrics if not set(m.networks) & trained]
         # bicubic's scores are cached beside the jobs, in <out>/bicubic/
         folder = job.run_dir if job is not None else ab.out / (run or BICUBIC)
         cache = _read_cache(folder)
-        mkey = _model_key(model) if model is not None else BICUBIC
-        want_crops = (run or BICUBIC) not in cropped_runs
+        scorable = model is not None or run is None
+        if not scorable and any(
+                m.key not in cache.get(f"{mkey} {_set_key(ab.sets[n], ab.scale)}", {})
+                for n in pairs for m in allowed):
+            status[label] = "not scored here (generator not kept)"
+            log(f"plfw ablate: {label}: generator not kept and not scored on these sets: "
+                f"left out")
+            continue
+        want_crops = scorable and (run or BICUBIC) not in cropped_runs
         method = None
         per_set: dict[str, dict[str, list[float]]] = {}
         for set_name, ps in pairs.items():
