@@ -3,6 +3,7 @@ matched distortion, duplicates counted once, reference models and fp16 generator
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -84,6 +85,16 @@ def test_the_smoke_sweep_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert prim["at_baseline_psnr"] and prim["psnr"] == pytest.approx(vgg_at["psnr"]["value"])
     assert set(prim["difference"]) | set(prim["missing"]) == {"mse"}
     assert "at the PSNR-Y `vgg` reaches at" in (out / "report.md").read_text()
+    # the study's independent recomputation from report.json agrees with the report
+    spec = importlib.util.spec_from_file_location(
+        "recompute", REPO / "docs" / "study" / "v2" / "recompute.py")
+    recompute = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recompute)
+    ours = recompute.recompute(json.loads((out / "report.json").read_text()))
+    assert set(ours) == set(prim["difference"]) == {"mse"}
+    for run, d in prim["difference"].items():
+        for key in ("value", "low", "high", "p_holm"):
+            assert ours[run][key] == pytest.approx(d[key], rel=1e-6, abs=1e-9), (run, key)
 
     # people rate the runs at the primary point: one method per run, fp16 files load
     from plfw.cli import main
