@@ -21,14 +21,8 @@ from plfw.core.errors import UserError, suggest
 from plfw.core.registry import Registry
 from plfw.storage.checkpoint import CheckpointDir, atomic_write_bytes
 from plfw.storage.locks import FolderLock
-from plfw.studies.ablation import (
-    STATE_FILE,
-    Ablation,
-    Job,
-    job_overrides,
-    load_ablation,
-    read_state,
-)
+from plfw.studies.ablation import STATE_FILE, Ablation, Job, job_overrides, load_ablation
+from plfw.studies.job_files import read_state
 
 #: Settings that change how a run executes, not what it learns: they may differ between the
 #: invocations that train and resume one run.
@@ -138,7 +132,7 @@ def pack_job(job: Job) -> Path | None:
     from safetensors.torch import save
 
     from plfw.inference.generators import GENERATOR_FORMAT
-    from plfw.studies.ablation import KEY_SUFFIX, PACKED, finished_model, model_key
+    from plfw.studies.job_files import KEY_SUFFIX, PACKED, finished_model, model_key
 
     model = finished_model(job)
     if model is None:
