@@ -3,6 +3,9 @@
 #   bash scripts/train_models.sh          # on a CUDA GPU: configs/models/bundled_391.yaml, ~10 min
 #   bash scripts/train_models.sh --cpu    # on a CPU: configs/models/bundled_391_cpu.yaml (its
 #                                         # phases take 1.5-2 h each on 2 cores); rerun to resume
+#   bash scripts/train_models.sh --srgan-v3 [--cpu]   # issue 37's SRGAN only (configs/models/
+#                                         # srgan_v3[_cpu].yaml, from the bundled SRResNet; no
+#                                         # de-grid step: its `peak` loss keeps the grid away)
 #   bash scripts/train_models.sh KEY=VALUE ...   # config overrides, as for plfw train
 # Run from the repository root. Data: $DATA (default ../shared/data, with train/ and
 # benchmarks/Set5, Set14; on a GPU machine without it, .gpudata/ with the same layout).
@@ -15,10 +18,12 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
 DATA=${DATA:-}
 CPU=""
+V3=""
 EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) CPU=1; shift ;;
+    --srgan-v3) V3=1; shift ;;
     *=*) EXTRA+=("$1"); shift ;;
     *) echo "train_models.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -28,12 +33,14 @@ if [ -z "$DATA" ]; then
 fi
 [ -n "$DATA" ] || { echo "train_models.sh: no data: set DATA to a folder with train/ and benchmarks/" >&2; exit 2; }
 mkdir -p "$OUT"
-RUN=${RUN:-runs/bundled_391${CPU:+_cpu}}
+BASE=bundled_391
+[ -z "$V3" ] || BASE=srgan_v3
+RUN=${RUN:-runs/$BASE${CPU:+_cpu}}
 ARGS=(run_dir="$RUN" data.train.root="$DATA/train" data.val.root="$DATA/benchmarks/Set5/HR")
 if [ -n "$CPU" ]; then
   ARGS+=(train.device=cpu phases.srresnet.minutes=0 phases.srgan.minutes=0 data.workers=1)
 fi
-CONFIG=${CONFIG:-configs/models/bundled_391${CPU:+_cpu}.yaml}
+CONFIG=${CONFIG:-configs/models/$BASE${CPU:+_cpu}.yaml}
 ARGS+=("${EXTRA[@]}")
 export PYTHONUNBUFFERED=1
 if ls "$RUN"/checkpoints/*.pt >/dev/null 2>&1; then
@@ -44,6 +51,12 @@ fi
 # De-grid the SRGAN: its upsampling layers fine-tuned against the spectral peaks that
 # periodic_db measures, the rest frozen (scripts/degrid.py; resumes from $RUN/degrid/state.pt).
 # Skipped when the run has no SRGAN (phases.srgan.steps=0); the scores then leave it out.
+if [ -n "$V3" ]; then  # the SRGAN as trained, against the bundled SRResNet it started from
+  python3 scripts/score_models.py "$RUN" "$DATA" "$OUT" --limit "${EVAL_LIMIT:-0}" \
+    --srresnet plfw/weights/srresnet.pt --srgan "$RUN/models/srgan.pt"
+  echo "train_models.sh: wrote $OUT/eval.json and $OUT/eval.md" >&2
+  exit 0
+fi
 if [ -f "$RUN/models/srgan.pt" ]; then
   python3 scripts/degrid.py "$RUN/models/srgan.pt" "$DATA" "$RUN/degrid" --steps "${DEGRID_STEPS:-800}"
 fi

@@ -129,6 +129,23 @@ def test_next_bundled_models_keep_the_papers_networks_and_losses(name: str) -> N
     assert init is None or (PAPER.parents[1] / init).is_file()
 
 
+@pytest.mark.parametrize("name", ["srgan_v3", "srgan_v3_cpu"])
+def test_srgan_v3_is_the_papers_gan_phase_from_the_bundled_srresnet(name: str) -> None:
+    """Issue 37's recipe: the paper's batch, crop, losses and halfway lr drop, no EMA, `peak`
+    against the grid, starting from the bundled SRResNet (no MSE phase)."""
+    cfg = load_config(PAPER.parent / "models" / f"{name}.yaml")
+    gan = cfg.phases["srgan"]
+    assert cfg.phases["srresnet"].steps == 0
+    assert (PAPER.parents[1] / gan.init).resolve() == (PAPER.parents[1] / "plfw" / "weights"
+                                                       / "srresnet.pt").resolve()
+    assert cfg.data.batch_size == 16 and cfg.data.train["crop"] == 96
+    assert gan.milestones == [gan.steps // 2] and gan.gamma == 0.1 and gan.lr == 1e-4
+    assert gan.losses["content"]["layers"] == {"relu5_4": 1.0}
+    assert gan.losses["adversarial"]["weight"] == 1e-3
+    assert gan.losses["peak"]["weight"] > 0 and cfg.train.ema == 0
+    assert (gan.minutes == 0) == name.endswith("_cpu")
+
+
 @pytest.mark.slow
 def test_train_models_script_trains_resumes_and_scores(tmp_path: Path) -> None:
     """scripts/train_models.sh end to end on a tiny network (needs ../shared/data)."""
@@ -148,13 +165,35 @@ def test_train_models_script_trains_resumes_and_scores(tmp_path: Path) -> None:
     assert degrid[-1]["step"] == 2 and "set5_periodic_db" in degrid[-1]
     assert (tmp_path / "run" / "degrid" / "generator.pt").is_file()
     scores = json.loads((tmp_path / "out" / "eval.json").read_text())
-    models = ("bicubic", "previous_srresnet", "previous_srgan", "srresnet", "srgan")
+    models = ("bicubic", "previous_srresnet", "previous_srgan", "srgan_391", "srresnet", "srgan")
     assert set(scores) == {f"{m}/{s}" for m in models for s in ("Set5", "Set14")}
     assert "periodic_db" in scores["srgan/Set5"] and "st_lpips_alex" in scores["srgan/Set5"]
     card = (tmp_path / "out" / "eval.md").read_text()
     assert "| previous_srgan |" in card
     # a one-block network trained for 3 updates is far from the issue's 31.6 dB floor
     assert "Set5: SRResNet PSNR-Y: NOT met" in card
+
+
+@pytest.mark.slow
+def test_train_models_script_trains_srgan_v3_alone(tmp_path: Path) -> None:
+    """--srgan-v3: the GAN phase only, no de-grid step, scored against the bundled SRResNet."""
+    root = PAPER.parents[1]
+    data = root.parent / "shared" / "data"
+    if not (data / "train").is_dir():
+        pytest.skip("../shared/data is not here")
+    env = {**os.environ, "RUN": str(tmp_path / "run"), "OUT": str(tmp_path / "out"),
+           "EVAL_LIMIT": "1", "DATA": str(data)}
+    tiny = ["phases.srgan.steps=2", "phases.srgan.milestones=[1]", "generator.blocks=1",
+            "phases.srgan.init=null", "data.batch_size=2", "data.train.crop=32",
+            "train.val_every=1000", "train.checkpoint_every=2"]
+    subprocess.run(["bash", str(root / "scripts" / "train_models.sh"), "--srgan-v3", "--cpu",
+                    *tiny], check=True, env=env, cwd=root, capture_output=True)
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert {r["phase"] for r in log if "step" in r} == {"srgan"}
+    assert any("loss_peak" in r for r in log) and not (tmp_path / "run" / "degrid").exists()
+    card = (tmp_path / "out" / "eval.md").read_text()
+    assert "| srgan_391 |" in card and "| srresnet |" in card
+    assert "Set14: SRGAN ST-LPIPS-Alex (issue 37): NOT met" in card
 
 
 def test_score_models_marks_each_target_from_the_numbers() -> None:
@@ -177,3 +216,13 @@ def test_score_models_marks_each_target_from_the_numbers() -> None:
     assert "Set5: SRGAN periodic_db: NOT met: 2 (needs <= 1)" in lines
     assert "Set14: SRResNet PSNR-Y: NOT met: 27.9 (needs >= 28)" in lines
     assert "Set14: SRGAN psnr_y vs SRResNet's: not measured" in lines
+    assert "Set14: SRGAN ST-LPIPS-Alex (issue 37): not measured" in lines
+    # issue 37: the SRGAN against a fixed bound, plfw 0.1's SRGAN and bicubic - 0.5 dB
+    results.update({"srgan/Set14": scores(25.6, 0.16, 0.5), "bicubic/Set14": scores(26.0, 0.4, 0.5),
+                    "previous_srgan/Set14": scores(26.3, 0.15, 16.4)})
+    lines = "\n".join(score_models.targets(results))
+    assert "Set14: SRGAN ST-LPIPS-Alex (issue 37): met: 0.16 (needs <= 0.165)" in lines
+    assert ("Set14: SRGAN ST-LPIPS-VGG vs plfw 0.1's SRGAN (issue 37): NOT met: 0.16 "
+            "(needs <= 0.15)") in lines
+    assert ("Set14: SRGAN PSNR-Y vs bicubic's - 0.5 dB (issue 37): met: 25.6 "
+            "(needs >= 25.5)") in lines
