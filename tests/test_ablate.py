@@ -82,6 +82,9 @@ def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
     # seed-major order: both runs at seed 0 before either at seed 1
     order = [line.split(":")[1].strip() for line in lines if "training in" in line]
     assert order == ["mse/seed0", "gan/seed0", "mse/seed1", "gan/seed1"]
+    # scoring shows each set as it is done, with the metrics it scored there
+    assert any(line.startswith("plfw ablate: gan/seed0: b scored (2 images, psnr_y")
+               for line in lines)
 
     text = report.read_text()
     assert "## Answer" in text

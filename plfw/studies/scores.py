@@ -9,6 +9,7 @@ detailed window of a few images are kept for the report's picture.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,10 +196,17 @@ def score(ab: Ablation, registry: Registry, device: str = "auto", log: Any = pri
                         f"({index}/{len(methods)})")
                     method = (bicubic(ab.scale) if model is None
                               else open_model(model, registry, device).image)
+                todo = [m.label for m in allowed if m.key not in cached]
+                started = time.monotonic()
                 cached, shown = _score_method(method, ps, allowed, cached, spots, size)
                 scores.crops.setdefault(run or BICUBIC, {}).update(
                     {(set_name, i): crop for i, crop in shown.items()})
                 cache[skey] = cached
+                if todo:  # a long scoring shows progress and keeps each set as it is done
+                    log(f"plfw ablate: {label}: {set_name} scored ({len(ps)} images, "
+                        f"{', '.join(todo)}; {time.monotonic() - started:.0f} s)")
+                    folder.mkdir(parents=True, exist_ok=True)
+                    atomic_write_bytes(folder / SCORES_FILE, json.dumps(cache).encode())
             per_set[set_name] = {m.label: cached[m.key] for m in allowed}
         if want_crops:
             cropped_runs.add(run or BICUBIC)
