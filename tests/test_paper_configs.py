@@ -130,17 +130,24 @@ def test_next_bundled_models_keep_the_papers_networks_and_losses(name: str) -> N
 
 
 @pytest.mark.parametrize("name", ["srgan_v3", "srgan_v3_cpu"])
-def test_srgan_v3_is_the_papers_gan_phase_from_the_bundled_srresnet(name: str) -> None:
-    """Issue 37's recipe: the paper's batch, crop, losses and halfway lr drop, no EMA, `peak`
+def test_srgan_v3_is_the_studys_lite2_arm_from_the_bundled_srresnet(name: str) -> None:
+    """Issue 37's recipe: the loss-network study's EfficientNet-Lite2 arm (its content loss,
+    weight and shape), the paper's adversarial weight and halfway lr drop, no EMA, `peak`
     against the grid, starting from the bundled SRResNet (no MSE phase)."""
     cfg = load_config(PAPER.parent / "models" / f"{name}.yaml")
+    study = load_config(PAPER.parent / "study" / "srgan_cpu_v2.yaml")
     gan = cfg.phases["srgan"]
     assert cfg.phases["srresnet"].steps == 0
     assert (PAPER.parents[1] / gan.init).resolve() == (PAPER.parents[1] / "plfw" / "weights"
                                                        / "srresnet.pt").resolve()
-    assert cfg.data.batch_size == 16 and cfg.data.train["crop"] == 96
+    assert cfg.data.batch_size == study.data.batch_size
+    assert cfg.data.train["crop"] == study.data.train["crop"]
     assert gan.milestones == [gan.steps // 2] and gan.gamma == 0.1 and gan.lr == 1e-4
-    assert gan.losses["content"]["layers"] == {"relu5_4": 1.0}
+    content = gan.losses["content"]
+    assert content["layers"] == {"3": 1.0} and content["network"]["name"] == "efficientnet_lite2"
+    arms = (PAPER.parent / "study" / "loss_networks_v2.yaml").read_text()
+    assert f"phases.srgan.losses.content.weight={content['weight']}" in arms
+    assert content["feature_scale"] == study.phases["srgan"].losses["content"]["feature_scale"]
     assert gan.losses["adversarial"]["weight"] == 1e-3
     assert gan.losses["peak"]["weight"] > 0 and cfg.train.ema == 0
     assert (gan.minutes == 0) == name.endswith("_cpu")
