@@ -57,6 +57,31 @@ def test_bad_parameters_and_small_images_are_one_line() -> None:
     assert metric((hr + 0.02 * grid(hr.shape)).clamp(0, 1), hr) > 1.5
 
 
+def test_grid_error_measures_the_grid_locked_part_of_the_error() -> None:
+    """grid_error in grey levels: a pattern on one sub-pixel phase of amplitude a has RMS
+    periodic part a * sqrt(15) / 16 over the 16 phases; unpatterned differences score ~0."""
+    metric = plfw.build("metric", "grid_error")
+    assert metric.higher_is_better is False and metric.networks == ()
+    hr = photo("camera")
+    assert metric(hr, hr) == pytest.approx(0.0, abs=1e-9)
+    spike = torch.zeros_like(hr)
+    spike[..., ::4, ::4] = 8 / 255  # +8 grey levels on phase (0, 0), in every channel
+    assert metric(hr + spike, hr) == pytest.approx(8 * 15**0.5 / 16, rel=1e-3)
+    assert metric(hr + 0.01 * grid(hr.shape), hr) > 1.0  # the test checkerboard: 1.28 levels
+    # not grid-locked: the photo shifted by one pixel, a 1/3-cycle ripple, bicubic
+    assert metric(hr.roll(1, -1), hr) < 0.3
+    yy, xx = torch.meshgrid(torch.arange(hr.shape[-2]), torch.arange(hr.shape[-1]),
+                            indexing="ij")
+    ripple = torch.cos(2 * torch.pi * xx / 3) * torch.cos(2 * torch.pi * yy / 3)
+    assert metric(hr + 0.02 * ripple, hr) < 0.1
+    lr = bicubic_downscale_uint8(hr * 255, 4).float() / 255
+    assert metric(bicubic(4)(lr), hr) < 0.5
+    with pytest.raises(UserError, match="window >= 0"):
+        plfw.build("metric", {"name": "grid_error", "window": -1})
+    with pytest.raises(UserError, match="smaller than one period"):
+        metric(hr[..., :10, :10], hr[..., :10, :10])
+
+
 def test_grid_loss_sees_only_the_sub_pixel_period() -> None:
     loss = plfw.build("loss", "grid")
     hr = photo("chelsea")[None]

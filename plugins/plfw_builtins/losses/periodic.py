@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 import plfw
 from plfw import UserError
-from plfw_builtins.metrics.periodic import luma, peak_ratios, welch_spectrum
+from plfw_builtins.metrics.periodic import luma, peak_ratios, periodic_component, welch_spectrum
 
 
 @dataclass
@@ -39,14 +39,7 @@ class GridLoss(nn.Module):
         self.period, self.window = period, window
 
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
-        s = self.period
-        r = (sr - hr).float()
-        h, w = r.shape[-2] // s * s, r.shape[-1] // s * s
-        phases = F.pixel_unshuffle(r[..., :h, :w], s)  # (N, C * s^2, H / s, W / s)
-        means = F.avg_pool2d(phases, self.window, ceil_mode=True)
-        n, _, y, x = means.shape
-        means = means.reshape(n, -1, s * s, y, x)
-        return (means - means.mean(dim=2, keepdim=True)).square().mean()
+        return periodic_component((sr - hr).float(), self.period, self.window).square().mean()
 
     def extra_repr(self) -> str:
         return f"period={self.period}, window={self.window}"

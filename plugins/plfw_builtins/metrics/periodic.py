@@ -1,6 +1,10 @@
-"""Periodic (checkerboard) artefacts: the ``periodic_db`` metric and the ``grid`` loss.
+"""Periodic (checkerboard) artefacts: the ``periodic_db`` and ``grid_error`` metrics, and what
+the ``grid`` and ``peak`` losses share with them.
 
 ``periodic_db`` is how much more periodic energy an SR image has than its HR image.
+``grid_error`` is a second look at the same artefact that does not go through a spectrum: the
+part of the error SR - HR that is locked to the sub-pixel grid (:func:`periodic_component`), in
+grey levels.
 
 Sub-pixel convolution (pixel shuffle) at scale s makes each output pixel's value depend on its
 position modulo s; when the s^2 sub-filters disagree, a pattern with period s appears, which is
@@ -37,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 import plfw
 from plfw import UserError
@@ -115,6 +120,67 @@ class PeriodicExcess:
         return f"periodic_db(period={self.period}, tile={self.tile}, border={self.border})"
 
 
+def periodic_component(r: torch.Tensor, period: int, window: int) -> torch.Tensor:
+    """The grid-locked part of residuals ``r`` (N, C, H, W): split into the period^2
+    sub-pixel phases (``r[..., i::s, j::s]``), each phase averaged over windows of ``window``
+    periods (0: the whole image), minus the mean over phases. Shape (N, C, s^2, y, x); zero
+    for any residual without a period-s pattern."""
+    s = period
+    h, w = r.shape[-2] // s * s, r.shape[-1] // s * s
+    phases = F.pixel_unshuffle(r[..., :h, :w], s)  # (N, C * s^2, H / s, W / s)
+    if window:
+        means = F.avg_pool2d(phases, window, ceil_mode=True)
+    else:
+        means = phases.mean(dim=(-2, -1), keepdim=True)
+    n, _, y, x = means.shape
+    means = means.reshape(n, -1, s * s, y, x)
+    return means - means.mean(dim=2, keepdim=True)
+
+
+@dataclass
+class GridErrorParams:
+    """Grid-locked error: RMS of the sub-pixel-periodic part of SR - HR, grey levels (lower is
+    better; 0 = none)."""
+
+    period: int = 4  # the upscaling factor whose grid is looked for
+    window: int = 0  # phase means over windows of this many periods; 0: the whole image
+    border: int = 4
+
+
+class GridError:
+    """``(sr, hr) -> grey levels``: the RMS over the image of :func:`periodic_component` of the
+    luma error (BT.601, 0-255), ``border`` pixels cut. With ``window`` 0 it is the pattern that
+    repeats over the whole image (a checkerboard the network's weights print everywhere); with a
+    window it also counts local patterns, and the noise of averaging fewer pixels."""
+
+    higher_is_better = False
+    networks: tuple[str, ...] = ()
+
+    def __init__(self, period: int, window: int, border: int) -> None:
+        self.period, self.window, self.border = period, window, border
+
+    def __call__(self, sr: torch.Tensor, hr: torch.Tensor) -> float:
+        b = self.border
+        r = 255.0 * (luma(sr.double()) - luma(hr.double()))
+        r = r[..., b:-b, b:-b] if b else r
+        if min(r.shape[-2:]) < self.period:
+            raise UserError(f"grid_error: image {tuple(r.shape[-2:])} (after a {b}-pixel border) "
+                            f"is smaller than one period of {self.period} pixels")
+        comp = periodic_component(r.reshape(1, 1, *r.shape[-2:]), self.period, self.window)
+        return float(comp.square().mean().sqrt())
+
+    def __repr__(self) -> str:
+        return f"grid_error(period={self.period}, window={self.window}, border={self.border})"
+
+
+def build_grid_error(p: GridErrorParams) -> GridError:
+    if p.period < 2 or p.window < 0 or p.border < 0:
+        raise UserError(f"metric grid_error: need period >= 2, window >= 0 (0: the whole "
+                        f"image) and border >= 0; got period {p.period}, window {p.window}, "
+                        f"border {p.border}")
+    return GridError(p.period, p.window, p.border)
+
+
 def build_periodic(p: PeriodicParams) -> PeriodicExcess:
     if p.period < 2 or p.tile < 4 * p.period or p.tile % p.period or p.border < 0:
         raise UserError(f"metric periodic_db: need period >= 2, tile a multiple of period and "
@@ -128,6 +194,10 @@ def plfw_register_metrics(register: Any) -> None:
     register("periodic_db", build_periodic, PeriodicParams,
              "excess checkerboard energy at the sub-pixel grid's frequencies, dB vs HR (lower "
              "is better; 0 = as periodic as HR)")
+    register("grid_error", build_grid_error, GridErrorParams,
+             "grid-locked error: RMS of the sub-pixel-periodic part of SR - HR, grey levels "
+             "(lower is better)")
 
 
-__all__ = ["PeriodicExcess", "luma", "peak_ratios", "periodic_energy", "welch_spectrum"]
+__all__ = ["GridError", "PeriodicExcess", "luma", "peak_ratios", "periodic_component",
+           "periodic_energy", "welch_spectrum"]
