@@ -20,7 +20,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-METRICS = ["psnr_y", "ssim_y", "st_lpips_alex", "st_lpips_vgg", "periodic_db"]
+METRICS = ["psnr_y", "ssim_y", "st_lpips_alex", "st_lpips_vgg", "haarpsi", "gmsd", "niqe",
+           "periodic_db", "grid_error"]
+#: column heading and decimals of each metric in the tables
+COLUMNS = {"psnr_y": ("PSNR-Y ↑", 2), "ssim_y": ("SSIM-Y ↑", 4),
+           "st_lpips_alex": ("ST-LPIPS-Alex ↓", 4), "st_lpips_vgg": ("ST-LPIPS-VGG ↓", 4),
+           "haarpsi": ("HaarPSI ↑", 4), "gmsd": ("GMSD ↓", 4), "niqe": ("NIQE ↓", 2),
+           "periodic_db": ("periodic_db ↓", 2), "grid_error": ("grid_error ↓", 2)}
 SETS = ["Set5", "Set14"]
 REPO = Path(__file__).resolve().parents[1]
 #: the issue's PSNR-Y floors for the new SRResNet, and the paper's figures for reference
@@ -61,15 +67,14 @@ def score(model: str, data: Path, bench: str, limit: int) -> dict:
 def tables(results: dict[str, dict]) -> list[str]:
     lines = []
     for bench in SETS:
-        lines += [f"### {bench}", "",
-                  "| model | PSNR-Y ↑ | SSIM-Y ↑ | ST-LPIPS-Alex ↓ | ST-LPIPS-VGG ↓ | "
-                  "periodic_db ↓ |", "|---|---|---|---|---|---|"]
-        for key, r in results.items():
-            name, s = key.rsplit("/", 1)
-            if s == bench:
-                lines.append(f"| {name} | {r['psnr_y']:.2f} | {r['ssim_y']:.4f} | "
-                             f"{r['st_lpips_alex']:.4f} | {r['st_lpips_vgg']:.4f} | "
-                             f"{r['periodic_db']:.2f} |")
+        rows = {key.rsplit("/", 1)[0]: r for key, r in results.items()
+                if key.rsplit("/", 1)[1] == bench}
+        shown = [m for m in METRICS if any(m in r for r in rows.values())]
+        lines += [f"### {bench}", "", "| model | " + " | ".join(COLUMNS[m][0] for m in shown)
+                  + " |", "|---" * (len(shown) + 1) + "|"]
+        for name, r in rows.items():  # a metric missing from an older eval.json shows as -
+            cells = [f"{r[m]:.{COLUMNS[m][1]}f}" if m in r else "-" for m in shown]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
 
