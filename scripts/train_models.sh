@@ -4,8 +4,8 @@
 #   bash scripts/train_models.sh --cpu    # on a CPU: configs/models/bundled_391_cpu.yaml (its
 #                                         # phases take 1.5-2 h each on 2 cores); rerun to resume
 #   bash scripts/train_models.sh --srgan-v3 [--cpu]   # issue 37's SRGAN only (configs/models/
-#                                         # srgan_v3[_cpu].yaml, from the bundled SRResNet; no
-#                                         # de-grid step: its `peak` loss keeps the grid away)
+#                                         # srgan_v3[_cpu].yaml, from the bundled SRResNet), then
+#                                         # the de-grid step
 #   bash scripts/train_models.sh KEY=VALUE ...   # config overrides, as for plfw train
 # Run from the repository root. Data: $DATA (default ../shared/data, with train/ and
 # benchmarks/Set5, Set14; on a GPU machine without it, .gpudata/ with the same layout).
@@ -51,15 +51,11 @@ fi
 # De-grid the SRGAN: its upsampling layers fine-tuned against the spectral peaks that
 # periodic_db measures, the rest frozen (scripts/degrid.py; resumes from $RUN/degrid/state.pt).
 # Skipped when the run has no SRGAN (phases.srgan.steps=0); the scores then leave it out.
-if [ -n "$V3" ]; then  # the SRGAN as trained, against the bundled SRResNet it started from
-  python3 scripts/score_models.py "$RUN" "$DATA" "$OUT" --limit "${EVAL_LIMIT:-0}" \
-    --srresnet plfw/weights/srresnet.pt --srgan "$RUN/models/srgan.pt"
-  echo "train_models.sh: wrote $OUT/eval.json and $OUT/eval.md" >&2
-  exit 0
-fi
 if [ -f "$RUN/models/srgan.pt" ]; then
   python3 scripts/degrid.py "$RUN/models/srgan.pt" "$DATA" "$RUN/degrid" --steps "${DEGRID_STEPS:-800}"
 fi
+SRRESNET=()  # --srgan-v3 has no MSE phase: its SRResNet is the bundled one it started from
+[ -z "$V3" ] || SRRESNET=(--srresnet plfw/weights/srresnet.pt)
 python3 scripts/score_models.py "$RUN" "$DATA" "$OUT" --limit "${EVAL_LIMIT:-0}" \
-  --srgan "$RUN/degrid/generator.pt"
+  "${SRRESNET[@]}" --srgan "$RUN/degrid/generator.pt"
 echo "train_models.sh: wrote $OUT/eval.json and $OUT/eval.md" >&2
