@@ -153,21 +153,27 @@ def test_srgan_v3_is_the_studys_lite2_arm_from_the_bundled_srresnet(name: str) -
     assert (gan.minutes == 0) == name.endswith("_cpu")
 
 
-@pytest.mark.slow
-def test_train_models_script_trains_resumes_and_scores(tmp_path: Path) -> None:
-    """scripts/train_models.sh end to end on a tiny network (needs ../shared/data)."""
+def _train_models(tmp_path: Path, *args: str) -> None:
+    """scripts/train_models.sh on ../shared/data into tmp_path/run and tmp_path/out, scoring
+    one image per set and de-gridding for 2 updates (skips without the data)."""
     root = PAPER.parents[1]
     data = root.parent / "shared" / "data"
     if not (data / "train").is_dir():
         pytest.skip("../shared/data is not here")
     env = {**os.environ, "RUN": str(tmp_path / "run"), "OUT": str(tmp_path / "out"),
            "EVAL_LIMIT": "1", "DATA": str(data), "DEGRID_STEPS": "2"}
+    subprocess.run(["bash", str(root / "scripts" / "train_models.sh"), *args], check=True,
+                   env=env, cwd=root, capture_output=True)
+
+
+@pytest.mark.slow
+def test_train_models_script_trains_resumes_and_scores(tmp_path: Path) -> None:
+    """scripts/train_models.sh end to end on a tiny network (needs ../shared/data)."""
     tiny = ["phases.srresnet.steps=3", "phases.srgan.steps=2", "generator.blocks=1",
             "phases.srresnet.init=null",
             "data.batch_size=2", "train.val_every=1000", "train.checkpoint_every=2"]
     for _ in range(2):  # the second call resumes the finished run and scores it again
-        subprocess.run(["bash", str(root / "scripts" / "train_models.sh"), "--cpu", *tiny],
-                       check=True, env=env, cwd=root, capture_output=True)
+        _train_models(tmp_path, "--cpu", *tiny)
     degrid = [json.loads(line) for line in (tmp_path / "run" / "degrid" / "log.jsonl").open()]
     assert degrid[-1]["step"] == 2 and "set5_periodic_db" in degrid[-1]
     assert (tmp_path / "run" / "degrid" / "generator.pt").is_file()
@@ -185,17 +191,10 @@ def test_train_models_script_trains_resumes_and_scores(tmp_path: Path) -> None:
 def test_train_models_script_trains_srgan_v3_alone(tmp_path: Path) -> None:
     """--srgan-v3: the GAN phase only, then the de-grid step, scored against the bundled
     SRResNet it starts from."""
-    root = PAPER.parents[1]
-    data = root.parent / "shared" / "data"
-    if not (data / "train").is_dir():
-        pytest.skip("../shared/data is not here")
-    env = {**os.environ, "RUN": str(tmp_path / "run"), "OUT": str(tmp_path / "out"),
-           "EVAL_LIMIT": "1", "DATA": str(data), "DEGRID_STEPS": "2"}
     tiny = ["phases.srgan.steps=2", "phases.srgan.milestones=[1]", "generator.blocks=1",
             "phases.srgan.init=null", "data.batch_size=2", "data.train.crop=32",
             "train.val_every=1000", "train.checkpoint_every=2"]
-    subprocess.run(["bash", str(root / "scripts" / "train_models.sh"), "--srgan-v3", "--cpu",
-                    *tiny], check=True, env=env, cwd=root, capture_output=True)
+    _train_models(tmp_path, "--srgan-v3", "--cpu", *tiny)
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert {r["phase"] for r in log if "step" in r} == {"srgan"}
     assert not any("loss_peak" in r or "loss_grid" in r for r in log)
