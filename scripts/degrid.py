@@ -1,13 +1,17 @@
 """De-grid a bundled-format generator: fine-tune its upsampling layers against spectral peaks.
 
     python scripts/degrid.py TEACHER DATA OUT [--steps N] [--weight W] [--lr LR]
+                             [--channels rgb|luma]
 
 The trunk (head, residual blocks, fuse) stays frozen and shared with TEACHER; only the two
 sub-pixel stages and the tail, which are where a grid comes from (pixel shuffle makes the
 output depend on position modulo 4), are trained on random 96x96 crops of DATA/train with
 loss = MSE(student, teacher) on [0, 1] + W * ``peak`` (the ``periodic_db`` metric as a loss,
 plugins/plfw_builtins/metrics/periodic.py), so the student keeps the teacher's look and loses its
-grid. Resumable: OUT/state.pt is written atomically every --every updates, with a Set5
+grid. The peak is taken on each colour channel (``--channels rgb``, the default): on luma
+alone (``luma``, what the SRGAN bundled on 2026-12-04 was de-gridded with) the step can move
+the grid into colours that cancel in luma, which periodic_db_rgb and grey images show.
+Resumable: OUT/state.pt is written atomically every --every updates, with a Set5
 validation line (PSNR-Y, periodic_db) in OUT/log.jsonl; OUT/generator.pt is the result in
 the format of plfw/weights.
 """
@@ -45,7 +49,7 @@ def tail(g: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return g.tail(x)
 
 
-VAL_METRICS = ("psnr_y", "periodic_db")
+VAL_METRICS = ("psnr_y", "periodic_db", "periodic_db_rgb")
 
 
 def validate(g: torch.nn.Module, out_range: tuple[float, float], pairs: list[Pair],
@@ -64,6 +68,7 @@ def main() -> None:
     ap.add_argument("--weight", type=float, default=1e-3)
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--channels", choices=("rgb", "luma"), default="rgb")
     a = ap.parse_args()
     torch.manual_seed(0)
     registry = load_plugins().registry
@@ -88,7 +93,7 @@ def main() -> None:
     set5 = a.data / "benchmarks" / "Set5"
     val_pairs = load_pairs(set5 / "HR", set5 / "LR_bicubic" / "X4", 4)  # read once
     val_metrics = build_metrics(registry, VAL_METRICS, 4)
-    peak, low = PeakLoss(4, 64), loaded.out_range
+    peak, low = PeakLoss(4, 64, a.channels), loaded.out_range
     t0 = time.time()
     while step < a.steps:
         for lr_img, hr in loader:

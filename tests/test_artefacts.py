@@ -154,3 +154,35 @@ def test_peak_loss_parameters_are_checked() -> None:
         plfw.build("loss", {"name": "peak", "tile": 30})
     with pytest.raises(UserError, match="smaller than 4 periods"):
         plfw.build("loss", "peak")(torch.rand(1, 3, 12, 12), torch.rand(1, 3, 12, 12))
+
+
+def chroma_grid(shape: torch.Size) -> torch.Tensor:
+    """The grid in the colour channels with weights that sum to zero in BT.601 luma: red and
+    blue up where green is down. A luma measure is blind to it; a grey-image view (the mean of
+    the channels) and the eye are not."""
+    w = torch.tensor([0.5, -0.5, 0.5 * (0.587 - 0.299) / 0.114])
+    assert abs(float((w * torch.tensor([0.299, 0.587, 0.114])).sum())) < 1e-6
+    return w[:, None, None] * grid(shape)
+
+
+def test_periodic_db_rgb_sees_a_grid_hidden_from_luma() -> None:
+    luma_only, rgb = plfw.build("metric", "periodic_db"), plfw.build("metric", "periodic_db_rgb")
+    hr = photo("chelsea")
+    hidden = (hr + 0.01 * chroma_grid(hr.shape)).clamp(0, 1)
+    assert luma_only(hidden, hr) < 0.5 < 3.0 < rgb(hidden, hr)
+    assert rgb(hr, hr) == pytest.approx(0.0, abs=1e-9)
+    assert rgb((hr + 0.01 * grid(hr.shape)).clamp(0, 1), hr) > 1.5  # a plain grid too
+    grey = hr.mean(0, keepdim=True)  # one channel: the same as periodic_db
+    assert rgb(grey + 0.01 * grid(grey.shape), grey) == pytest.approx(
+        luma_only(grey + 0.01 * grid(grey.shape), grey))
+
+
+def test_peak_loss_on_rgb_channels_sees_the_hidden_grid() -> None:
+    hr = torch.stack([photo("camera")[:, :96, :96], photo("chelsea")[:, :96, :96]])
+    hidden = hr + 0.01 * chroma_grid(hr.shape)
+    assert plfw.build("loss", "peak")(hidden, hr).item() < 0.05
+    rgb = plfw.build("loss", {"name": "peak", "channels": "rgb"})
+    assert rgb(hidden, hr).item() > 1.0
+    assert rgb(hr, hr).item() == 0.0
+    with pytest.raises(UserError, match="channels"):
+        plfw.build("loss", {"name": "peak", "channels": "yuv"})

@@ -222,6 +222,9 @@ def test_score_models_marks_each_target_from_the_numbers() -> None:
     assert "Set5: SRResNet PSNR-Y: met: 31.7 (needs >= 31.6)" in lines
     assert "Set5: SRGAN st_lpips_alex vs SRResNet's: met" in lines
     assert "Set5: SRGAN periodic_db: NOT met: 2 (needs <= 1)" in lines
+    assert "Set5: SRGAN periodic_db_rgb: not measured" in lines  # an older eval.json's row
+    results["srgan/Set5"]["periodic_db_rgb"] = 0.5
+    assert "- Set5: SRGAN periodic_db_rgb: met: 0.5 (needs <= 1)" in score_models.targets(results)
     assert "Set14: SRResNet PSNR-Y: NOT met: 27.9 (needs >= 28)" in lines
     assert "Set14: SRGAN psnr_y vs SRResNet's: not measured" in lines
     assert "Set14: SRGAN ST-LPIPS-Alex (issue 37): not measured" in lines

@@ -29,6 +29,15 @@ def test_notes_come_from_the_source() -> None:
                                      "crop": "several words over two lines"}
 
 
+@dataclass
+class _Variant(_Example):
+    crop: int = 128  # a bigger crop
+
+
+def test_a_subclass_keeps_its_bases_notes_and_may_override_them() -> None:
+    assert field_notes(_Variant) == {"root": "where the images are", "crop": "a bigger crop"}
+
+
 def test_params_of_one_component(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plugins", "--params", "dataset:hr_folder"]) == 0
     out = capsys.readouterr().out

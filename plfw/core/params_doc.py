@@ -30,7 +30,17 @@ class Param:
 
 
 def field_notes(cls: type) -> dict[str, str]:
-    """Field name -> the comment on its line (or the comment lines right above it)."""
+    """Field name -> the comment on its line (or the comment lines right above it), looked up
+    through the base dataclasses too (a subclass that changes only a default keeps the notes)."""
+    notes: dict[str, str] = {}
+    for klass in cls.__mro__:  # the subclass's own note wins
+        if dataclasses.is_dataclass(klass):
+            for name, note in _own_notes(klass).items():
+                notes.setdefault(name, note)
+    return notes
+
+
+def _own_notes(cls: type) -> dict[str, str]:
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):

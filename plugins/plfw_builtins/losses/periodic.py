@@ -13,7 +13,13 @@ from torch import Tensor, nn
 
 import plfw
 from plfw import UserError
-from plfw_builtins.metrics.periodic import luma, peak_ratios, periodic_component, welch_spectrum
+from plfw_builtins.metrics.periodic import (
+    CHANNELS,
+    peak_ratios,
+    periodic_component,
+    planes,
+    welch_spectrum,
+)
 
 
 @dataclass
@@ -51,6 +57,7 @@ class PeakParams:
 
     period: int = 4  # the upscaling factor whose grid is penalised
     tile: int = 64  # Welch tile side, as in ``periodic_db`` (crops smaller use what fits)
+    channels: str = "luma"  # luma, or rgb: each colour channel against HR's (periodic_db_rgb)
 
 
 class PeakLoss(nn.Module):
@@ -66,17 +73,17 @@ class PeakLoss(nn.Module):
     README, "Checkerboard artefacts"), this asks only that SR have no more of a peak than HR.
     """
 
-    def __init__(self, period: int, tile: int) -> None:
+    def __init__(self, period: int, tile: int, channels: str = "luma") -> None:
         super().__init__()
-        self.period, self.tile = period, tile
+        self.period, self.tile, self.channels = period, tile, channels
 
     def _log_ratios(self, x: Tensor) -> Tensor:
-        y = luma(x)
-        tile = min(self.tile, min(y.shape[-2:]) // self.period * self.period)
+        tile = min(self.tile, min(x.shape[-2:]) // self.period * self.period)
         if tile < 4 * self.period:
-            raise UserError(f"loss peak: crops {tuple(y.shape[-2:])} are smaller than 4 periods "
+            raise UserError(f"loss peak: crops {tuple(x.shape[-2:])} are smaller than 4 periods "
                             f"of {self.period} pixels")
-        return peak_ratios(welch_spectrum(y, tile), self.period).clamp_min(1e-30).log()
+        return torch.stack([peak_ratios(welch_spectrum(y, tile), self.period)
+                            for y in planes(x, self.channels)]).clamp_min(1e-30).log()
 
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
         with torch.no_grad():
@@ -85,14 +92,17 @@ class PeakLoss(nn.Module):
         return F.relu(excess).square().mean()
 
     def extra_repr(self) -> str:
-        return f"period={self.period}, tile={self.tile}"
+        return f"period={self.period}, tile={self.tile}, channels={self.channels}"
 
 
 def build_peak(p: PeakParams) -> PeakLoss:
     if p.period < 2 or p.tile < 4 * p.period or p.tile % p.period:
         raise UserError(f"loss peak: need period >= 2 and tile a multiple of period and >= 4 "
                         f"periods; got period {p.period}, tile {p.tile}")
-    return PeakLoss(p.period, p.tile)
+    if p.channels not in CHANNELS:
+        raise UserError(f"loss peak: channels must be one of {', '.join(CHANNELS)}; got "
+                        f"{p.channels!r}")
+    return PeakLoss(p.period, p.tile, p.channels)
 
 
 def build_grid(p: GridParams) -> GridLoss:

@@ -22,6 +22,13 @@ each such frequency with its neighbourhood:
    energy than the HR image (less is not better: it is usually blur), a few dB is a visible
    grid. Lower is better. Images smaller than one tile use the largest tile that fits.
 
+``periodic_db_rgb`` is the same measure on each colour channel (HR's same channel as the
+reference), reporting the worst channel. A grid can sit in the colours with weights that cancel
+in luma: red and blue up where green is down. ``periodic_db`` cannot see it, yet it shows as a
+colour mesh, and in full strength wherever the output is viewed as grey (a grey photo's
+channels averaged). The de-grid step made exactly that when its ``peak`` loss looked at luma
+only (docs/models.md), hence the loss's ``channels: rgb`` and this metric.
+
 Comparing with HR cancels what the image itself has at those frequencies (JPEG's 8x8 blocks,
 man-made regular textures).
 
@@ -56,6 +63,25 @@ class PeriodicParams:
     period: int = 4  # the upscaling factor whose grid is looked for
     tile: int = 64  # Welch tile side (a multiple of period)
     border: int = 4
+    channels: str = "luma"  # luma, or rgb: each colour channel, the worst one counts
+
+
+@dataclass
+class PeriodicRGBParams(PeriodicParams):
+    """Excess periodic energy in the worst colour channel (dB vs HR's channel; lower is
+    better): also a grid that cancels in luma."""
+
+    channels: str = "rgb"
+
+
+CHANNELS = ("luma", "rgb")
+
+
+def planes(x: torch.Tensor, channels: str) -> list[torch.Tensor]:
+    """The 2-D planes (..., H, W) a periodic measure looks at: luma, or each channel."""
+    if channels == "luma" or x.shape[-3] == 1:
+        return [luma(x)]
+    return [x[..., c, :, :] for c in range(x.shape[-3])]
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:
@@ -101,23 +127,29 @@ class PeriodicExcess:
     higher_is_better = False
     networks: tuple[str, ...] = ()
 
-    def __init__(self, period: int, tile: int, border: int) -> None:
-        self.period, self.tile, self.border = period, tile, border
+    def __init__(self, period: int, tile: int, border: int, channels: str = "luma") -> None:
+        self.period, self.tile, self.border, self.channels = period, tile, border, channels
 
-    def energy(self, x: torch.Tensor) -> float:
+    def energies(self, x: torch.Tensor) -> list[float]:
         b = self.border
-        y = luma(x[..., b:-b, b:-b] if b else x)
-        tile = min(self.tile, min(y.shape) // self.period * self.period)
-        if tile < 4 * self.period:
-            raise UserError(f"periodic_db: image {tuple(y.shape)} (after a {b}-pixel border) "
-                            f"is smaller than 4 periods of {self.period} pixels")
-        return periodic_energy(y, self.period, tile)
+        out = []
+        for y in planes(x[..., b:-b, b:-b] if b else x, self.channels):
+            tile = min(self.tile, min(y.shape) // self.period * self.period)
+            if tile < 4 * self.period:
+                raise UserError(f"periodic_db: image {tuple(y.shape)} (after a {b}-pixel "
+                                f"border) is smaller than 4 periods of {self.period} pixels")
+            out.append(periodic_energy(y, self.period, tile))
+        return out
 
     def __call__(self, sr: torch.Tensor, hr: torch.Tensor) -> float:
-        return max(0.0, 10 * math.log10(self.energy(sr) / self.energy(hr)))
+        if sr.shape[-3] != hr.shape[-3]:  # grey against colour: the channel mean of the other
+            sr, hr = (x.mean(-3, keepdim=True) for x in (sr, hr))
+        worst = max(s / h for s, h in zip(self.energies(sr), self.energies(hr), strict=True))
+        return max(0.0, 10 * math.log10(worst))
 
     def __repr__(self) -> str:
-        return f"periodic_db(period={self.period}, tile={self.tile}, border={self.border})"
+        return (f"periodic_db(period={self.period}, tile={self.tile}, border={self.border}, "
+                f"channels={self.channels})")
 
 
 def periodic_component(r: torch.Tensor, period: int, window: int) -> torch.Tensor:
@@ -186,7 +218,10 @@ def build_periodic(p: PeriodicParams) -> PeriodicExcess:
         raise UserError(f"metric periodic_db: need period >= 2, tile a multiple of period and "
                         f">= 4 periods, border >= 0; got period {p.period}, tile {p.tile}, "
                         f"border {p.border}")
-    return PeriodicExcess(p.period, p.tile, p.border)
+    if p.channels not in CHANNELS:
+        raise UserError(f"metric periodic_db: channels must be one of {', '.join(CHANNELS)}; "
+                        f"got {p.channels!r}")
+    return PeriodicExcess(p.period, p.tile, p.border, p.channels)
 
 
 @plfw.hookimpl
@@ -194,10 +229,13 @@ def plfw_register_metrics(register: Any) -> None:
     register("periodic_db", build_periodic, PeriodicParams,
              "excess checkerboard energy at the sub-pixel grid's frequencies, dB vs HR (lower "
              "is better; 0 = as periodic as HR)")
+    register("periodic_db_rgb", build_periodic, PeriodicRGBParams,
+             "periodic_db in the worst colour channel: also a grid that cancels in luma, dB vs "
+             "HR (lower is better)")
     register("grid_error", build_grid_error, GridErrorParams,
              "grid-locked error: RMS of the sub-pixel-periodic part of SR - HR, grey levels "
              "(lower is better)")
 
 
-__all__ = ["GridError", "PeriodicExcess", "luma", "peak_ratios", "periodic_component",
-           "periodic_energy", "welch_spectrum"]
+__all__ = ["CHANNELS", "GridError", "PeriodicExcess", "luma", "peak_ratios", "periodic_component",
+           "periodic_energy", "planes", "welch_spectrum"]
