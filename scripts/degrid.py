@@ -1,7 +1,7 @@
 """De-grid a bundled-format generator: fine-tune its upsampling layers against spectral peaks.
 
     python scripts/degrid.py TEACHER DATA OUT [--steps N] [--weight W] [--lr LR]
-                             [--channels rgb|luma]
+                             [--channels rgb|luma] [--device auto|cpu|cuda]
 
 The trunk (head, residual blocks, fuse) stays frozen and shared with TEACHER; only the two
 sub-pixel stages and the tail, which are where a grid comes from (pixel shuffle makes the
@@ -33,6 +33,7 @@ from plfw_builtins.losses.periodic import PeakLoss
 
 from plfw.assembly import build_metrics
 from plfw.core.plugins import load_plugins
+from plfw.device.runtime import pick_device
 from plfw.evaluation.evaluate import Pair, evaluate, load_pairs
 from plfw.inference.generators import open_generator, to_unit
 from plfw.storage.checkpoint import atomic_torch_save
@@ -54,7 +55,10 @@ VAL_METRICS = ("psnr_y", "periodic_db", "periodic_db_rgb")
 
 def validate(g: torch.nn.Module, out_range: tuple[float, float], pairs: list[Pair],
              metrics: dict) -> dict:
-    scores = evaluate(lambda lr: to_unit(g(lr[None]), out_range)[0], pairs, 4, metrics=metrics)
+    dev = next(g.parameters()).device
+    with torch.no_grad():
+        scores = evaluate(lambda lr: to_unit(g(lr[None].to(dev)), out_range)[0].cpu(), pairs, 4,
+                          metrics=metrics)
     return {name: scores[name] for name in metrics}
 
 
@@ -69,11 +73,13 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--channels", choices=("rgb", "luma"), default="rgb")
+    ap.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda")
     a = ap.parse_args()
     torch.manual_seed(0)
     registry = load_plugins().registry
+    dev = pick_device(a.device)
     loaded = open_generator(a.teacher, registry)
-    teacher = loaded.module.eval().requires_grad_(False)
+    teacher = loaded.module.eval().requires_grad_(False).to(dev)
     student = copy.deepcopy(teacher)
     params = [*student.upsample.parameters(), *student.tail.parameters()]
     for p in params:
@@ -82,7 +88,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     state_file, step = a.out / "state.pt", 0
     if state_file.exists():
-        st = torch.load(state_file, weights_only=False)
+        st = torch.load(state_file, weights_only=False, map_location=dev)
         student.load_state_dict(st["state_dict"])
         opt.load_state_dict(st["opt"])
         step = st["step"]
@@ -97,6 +103,7 @@ def main() -> None:
     t0 = time.time()
     while step < a.steps:
         for lr_img, hr in loader:
+            lr_img, hr = lr_img.to(dev), hr.to(dev)
             for group in opt.param_groups:  # cosine decay to zero over --steps
                 group["lr"] = a.lr * 0.5 * (1 + math.cos(math.pi * step / a.steps))
             with torch.no_grad():
@@ -125,7 +132,8 @@ def main() -> None:
             if step >= a.steps:
                 break
     src = torch.load(loaded.path, weights_only=False)
-    result = {**src, "state_dict": student.state_dict(), "phase": "degrid",
+    result = {**src, "state_dict": {k: v.cpu() for k, v in student.state_dict().items()},
+              "phase": "degrid",
               "step": src.get("step", 0) + step}
     atomic_torch_save(result, a.out / "generator.pt")
     print(f"wrote {a.out / 'generator.pt'}", file=sys.stderr)

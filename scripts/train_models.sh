@@ -49,10 +49,14 @@ else
   python3 -m plfw train "$CONFIG" "${ARGS[@]}" --quiet
 fi
 # De-grid the SRGAN: its upsampling layers fine-tuned against the spectral peaks that
-# periodic_db measures, the rest frozen (scripts/degrid.py; resumes from $RUN/degrid/state.pt).
-# Skipped when the run has no SRGAN (phases.srgan.steps=0); the scores then leave it out.
+# periodic_db measures, in each colour channel, the rest frozen (scripts/degrid.py; resumes from
+# $RUN/degrid/state.pt). --srgan-v3's GAN phase leaves a stronger grid: twice the updates at 3x
+# the weight (docs/models.md). Skipped when the run has no SRGAN (phases.srgan.steps=0); the
+# scores then leave it out.
+DEGRID=(--steps "${DEGRID_STEPS:-800}" --weight "${DEGRID_WEIGHT:-1e-3}")
+[ -z "$V3" ] || DEGRID=(--steps "${DEGRID_STEPS:-1600}" --weight "${DEGRID_WEIGHT:-3e-3}")
 if [ -f "$RUN/models/srgan.pt" ]; then
-  python3 scripts/degrid.py "$RUN/models/srgan.pt" "$DATA" "$RUN/degrid" --steps "${DEGRID_STEPS:-800}"
+  python3 scripts/degrid.py "$RUN/models/srgan.pt" "$DATA" "$RUN/degrid" "${DEGRID[@]}"
 fi
 SRRESNET=()  # --srgan-v3 has no MSE phase: its SRResNet is the bundled one it started from
 [ -z "$V3" ] || SRRESNET=(--srresnet plfw/weights/srresnet.pt)

@@ -213,6 +213,35 @@ def test_truncated_jpeg_found_at_decode_time(tmp_path: Path) -> None:
         strict[1]
 
 
+def test_grey_turns_that_share_of_crops_grey(folder: Path) -> None:
+    """``grey: p``: about p of the crops have three equal channels (BT.601 luma), LR made from
+    the grey HR; the rest keep their colours; 0 (the default) draws nothing extra."""
+    torch.manual_seed(0)
+    ds = hr_folder(folder, crop=16, grey=0.5, repeat=100)
+    grey = 0
+    for i in range(len(ds)):
+        lr, hr = ds[i]
+        if torch.equal(hr[0], hr[1]) and torch.equal(hr[1], hr[2]):
+            grey += 1
+            assert torch.equal(lr[0], lr[1]) and torch.equal(lr[1], lr[2])
+    assert 0.4 < grey / len(ds) < 0.6  # the noise images are never grey by chance
+    torch.manual_seed(0)
+    plain = hr_folder(folder, crop=16)
+    first = [plain[i] for i in range(3)]
+    torch.manual_seed(0)
+    zero = hr_folder(folder, crop=16, grey=0.0)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(first, [zero[i] for i in range(3)],
+                                                       strict=True))
+    luma = torch.tensor([0.299, 0.587, 0.114])[:, None, None]
+    always = hr_folder(folder, crop=16, grey=1.0, augment=False)
+    colour = hr_folder(folder, crop=16, augment=False)
+    torch.manual_seed(1)
+    _, g = always[0]
+    torch.manual_seed(1)
+    _, c = colour[0]  # the same crop: the grey draw comes after it
+    assert (g[0] * 255 - (c * 255 * luma).sum(0)).abs().max() <= 0.5 + 1e-4  # rounded luma
+
+
 def test_bad_params(folder: Path) -> None:
     with pytest.raises(UserError, match="on_error.*did you mean: skip"):
         hr_folder(folder, on_error="skp")
@@ -220,6 +249,8 @@ def test_bad_params(folder: Path) -> None:
         hr_folder(folder, crop=30)
     with pytest.raises(UserError, match="unknown parameter 'crops'"):
         hr_folder(folder, crops=32)
+    with pytest.raises(UserError, match="grey must be"):
+        hr_folder(folder, grey=1.5)
 
 
 # --- paired folders ---------------------------------------------------------------------------

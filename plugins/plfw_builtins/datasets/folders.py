@@ -44,6 +44,7 @@ from plfw import (
 
 ON_ERROR = ("skip", "raise")
 _SHOWN_BAD = 5  # bad files named in the warning; the rest are counted
+_LUMA = (0.299, 0.587, 0.114)  # BT.601
 
 
 @dataclass
@@ -60,6 +61,9 @@ class HRFolderParams:
     max_images: int = 0  # use only the first N usable images (sorted by name); 0 = all
     recursive: bool = False
     more_roots: list[str] = field(default_factory=list)  # read like root, e.g. [T91, BSD200]
+    # share of crops turned grey (BT.601 luma in all three channels) before the LR is made: a
+    # colour-only training set otherwise leaves grey photos outside what a GAN has seen
+    grey: float = 0.0
 
 
 @dataclass
@@ -103,6 +107,15 @@ def _pad(img: torch.Tensor, top: int, bottom: int, left: int, right: int) -> tor
         return img
     arr = np.pad(img.numpy(), ((0, 0), (top, bottom), (left, right)), mode="symmetric")
     return torch.from_numpy(arr)
+
+
+def grey_uint8(img: torch.Tensor) -> torch.Tensor:
+    """A uint8 CHW image as its rounded BT.601 luma in every channel."""
+    if img.shape[0] == 1:
+        return img
+    weights = torch.tensor(_LUMA, dtype=torch.float32)[:, None, None]
+    y = (img.float() * weights).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    return y.expand(img.shape[0], -1, -1).contiguous()
 
 
 def _augment(*imgs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -219,6 +232,10 @@ class HRFolder(_SRDataset):
         _check_common(self.name, p.scale, p.crop, p.repeat, p.on_error)
         if p.max_images < 0:
             raise UserError(f"{self.name}: max_images must be >= 0, got {p.max_images}")
+        if not 0.0 <= p.grey <= 1.0:
+            raise UserError(f"dataset '{self.name}': grey must be a share between 0 and 1, got "
+                            f"{p.grey}")
+        self.grey = p.grey
         paths = [x for root in (p.root, *p.more_roots)
                  for x in list_images(root, recursive=p.recursive)]
         where = " + ".join(show_path(r) for r in (p.root, *p.more_roots))
@@ -240,6 +257,8 @@ class HRFolder(_SRDataset):
 
     def _sample(self, imgs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         hr = self.hr_crop(imgs)
+        if self.grey and float(torch.rand(())) < self.grey:  # no draw at all when grey is 0
+            hr = grey_uint8(hr)
         return bicubic_downscale_uint8(hr, self.scale), hr
 
     def hr_crop(self, imgs: tuple[torch.Tensor, ...]) -> torch.Tensor:
