@@ -41,10 +41,10 @@ from plfw import (
     stem_candidates,
     suggest,
 )
+from plfw_builtins.metrics.periodic import luma
 
 ON_ERROR = ("skip", "raise")
 _SHOWN_BAD = 5  # bad files named in the warning; the rest are counted
-_LUMA = (0.299, 0.587, 0.114)  # BT.601
 
 
 @dataclass
@@ -113,8 +113,7 @@ def grey_uint8(img: torch.Tensor) -> torch.Tensor:
     """A uint8 CHW image as its rounded BT.601 luma in every channel."""
     if img.shape[0] == 1:
         return img
-    weights = torch.tensor(_LUMA, dtype=torch.float32)[:, None, None]
-    y = (img.float() * weights).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    y = luma(img).round().clamp(0, 255).to(torch.uint8)
     return y.expand(img.shape[0], -1, -1).contiguous()
 
 
