@@ -90,6 +90,20 @@ def test_la_stays_gray_with_alpha(tmp_path: Path) -> None:
     assert out.mode == "LA" and out.size == (56, 40)
 
 
+def test_grey_photo_stored_as_rgb_comes_out_grey(tmp_path: Path) -> None:
+    """A grey photo saved as RGB (equal channels) gets the model's channel mean in each channel,
+    as a gray file does: the model, trained on colour, would otherwise add colour speckle."""
+    gray = np.asarray(Image.fromarray(_rgb()).convert("L"))
+    Image.fromarray(np.dstack([gray] * 3)).save(tmp_path / "g.png")
+    assert main(["upscale", str(tmp_path / "g.png"), "--out", str(tmp_path / "o"), *BASE]) == 0
+    out = Image.open(tmp_path / "o" / "g_x4.png")
+    assert out.mode == "RGB" and out.size == (56, 40)
+    got = np.asarray(out).astype(np.float32) / 255
+    assert (got == got[..., :1]).all()
+    want = _model_on(_unit(gray))[0].numpy()
+    assert np.abs(got[..., 0] - want).max() <= 1 / 255 + 1e-6
+
+
 def _read16(path: Path) -> tuple[np.ndarray, dict]:
     w, h, rows, info = png.Reader(filename=str(path)).asDirect()
     return np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(h, w, -1), info

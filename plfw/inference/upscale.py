@@ -2,7 +2,9 @@
 
 Images keep what their files have (see :func:`plfw.imaging.images.load_picture`):
 
-- gray stays gray: the model sees the gray channel three times, the result is their mean;
+- gray stays gray: the model sees the gray channel three times, the result is their mean; an
+  RGB file whose channels are all equal (a grey photo saved as colour) gets that mean in each
+  channel, so a model trained on colour crops cannot add colour speckle to it;
 - alpha (RGBA, LA, palette transparency) is upscaled on its own, by MATLAB-style bicubic
   (``alpha="bicubic"``, the default: sharp-edged masks stay clean) or by the model
   (``alpha="model"``), and written back as RGBA / LA; ``alpha="drop"`` composites on white
@@ -196,7 +198,11 @@ def upscale_files(inputs: list[str], out: str | Path, registry: Registry, model:
                 """C=1 or 3 planes -> upscaled planes, gray as three equal channels."""
                 rgb = planes.expand(3, -1, -1) if planes.shape[0] == 1 else planes
                 sr = dihedral_mean(tiled, rgb, passes)
-                return sr.mean(0, keepdim=True) if planes.shape[0] == 1 else sr
+                if planes.shape[0] == 1:
+                    return sr.mean(0, keepdim=True)
+                if bool((planes == planes[:1]).all()):  # grey content in an RGB file
+                    return sr.mean(0, keepdim=True).expand(3, -1, -1)
+                return sr
 
             colour, mask = pic.colour, pic.alpha
             if mask is not None and (alpha == "drop" or out_format == "jpg"):
