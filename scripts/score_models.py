@@ -1,11 +1,13 @@
 """Score bicubic, the previous and the newly trained bundled models: the model card's tables.
 
     python scripts/score_models.py RUN DATA OUT [--limit N] [--models a,b,...]
-                                   [--srresnet FILE] [--srgan FILE]
+                                   [--srresnet FILE] [--srgan FILE] [--sets Set5,Set14]
 
 RUN is a run of configs/models/bundled_391*.yaml (its models/srresnet.pt and models/srgan.pt,
 unless --srresnet / --srgan name the files, e.g. phases trained in separate runs);
-DATA holds benchmarks/Set5 and benchmarks/Set14 (HR and LR_bicubic/X4). Writes OUT/eval.json
+DATA holds benchmarks/Set5 and benchmarks/Set14 (HR and LR_bicubic/X4); ``--sets`` scores other
+sets laid out the same way in DATA/benchmarks/ or DATA/ (e.g. BSD100 and Urban100 from
+scripts/benchmark_sets.py, sets this project does not ship). Writes OUT/eval.json
 (``plfw eval --json`` per model and set, keyed "model/set") and OUT/eval.md: one table per set
 and issue 14's targets, each marked met or not from these numbers. Models whose file is missing
 (a run not trained yet) are left out of the tables and their targets reported as not measured.
@@ -54,9 +56,10 @@ def model_files(run: Path, srresnet: Path | None = None,
 
 
 def score(model: str, data: Path, bench: str, limit: int) -> dict:
+    folder = data / "benchmarks" / bench
+    folder = folder if folder.is_dir() else data / bench
     cmd = [sys.executable, "-m", "plfw", "eval", "--model", model,
-           "--hr", str(data / "benchmarks" / bench / "HR"),
-           "--lr", str(data / "benchmarks" / bench / "LR_bicubic" / "X4"),
+           "--hr", str(folder / "HR"), "--lr", str(folder / "LR_bicubic" / "X4"),
            "--metrics", ",".join(METRICS), "--precision", "fp32", "--limit", str(limit),
            "--json"]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -67,7 +70,7 @@ def score(model: str, data: Path, bench: str, limit: int) -> dict:
 
 def tables(results: dict[str, dict]) -> list[str]:
     lines = []
-    for bench in SETS:
+    for bench in dict.fromkeys(key.rsplit("/", 1)[1] for key in results):
         rows = {key.rsplit("/", 1)[0]: r for key, r in results.items()
                 if key.rsplit("/", 1)[1] == bench}
         shown = [m for m in METRICS if any(m in r for r in rows.values())]
@@ -130,18 +133,21 @@ def main() -> int:
     ap.add_argument("--models", default="", help="only these (default: all present)")
     ap.add_argument("--srresnet", type=Path, help="the new SRResNet (default: RUN/models/)")
     ap.add_argument("--srgan", type=Path, help="the new SRGAN (default: RUN/models/)")
+    ap.add_argument("--sets", default=",".join(SETS), help="benchmark sets to score")
     args = ap.parse_args()
+    sets = list(filter(None, args.sets.split(",")))
     wanted = set(filter(None, args.models.split(",")))
     results: dict[str, dict] = {}
     for name, model in model_files(args.run, args.srresnet, args.srgan).items():
         if (wanted and name not in wanted) or (model != "bicubic" and not Path(model).is_file()):
             continue
-        for bench in SETS:
+        for bench in sets:
             results[f"{name}/{bench}"] = score(model, args.data, bench, args.limit)
             print(f"score_models.py: scored {name} on {bench}", file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "eval.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-    (args.out / "eval.md").write_text("\n".join(tables(results) + targets(results)) + "\n",
+    checked = targets(results) if set(sets) & set(SETS) else []  # the targets are on Set5/14
+    (args.out / "eval.md").write_text("\n".join(tables(results) + checked) + "\n",
                                       encoding="utf-8")
     print(f"score_models.py: wrote {args.out / 'eval.json'} and eval.md", file=sys.stderr)
     return 0

@@ -233,6 +233,11 @@ def test_score_models_marks_each_target_from_the_numbers() -> None:
                     "previous_srgan/Set14": scores(26.3, 0.15, 16.4)})
     lines = "\n".join(score_models.targets(results))
     assert "Set14: SRGAN ST-LPIPS-Alex (issue 37): met: 0.16 (needs <= 0.165)" in lines
+    # --sets: a table for each set scored, in the order scored (BSD100, Urban100, ...)
+    other = score_models.tables({"srgan/BSD100": scores(24.0, 0.2, 0.1),
+                                 "bicubic/Urban100": scores(21.0, 0.4, 0.1)})
+    assert other.index("### BSD100") < other.index("### Urban100")
+    assert "| srgan | 24.00 | 0.8000 | 0.2000 | 0.2000 | 0.10 |" in other
     assert ("Set14: SRGAN ST-LPIPS-VGG vs plfw 0.1's SRGAN (issue 37): NOT met: 0.16 "
             "(needs <= 0.15)") in lines
     assert ("Set14: SRGAN PSNR-Y vs bicubic's - 0.5 dB (issue 37): met: 25.6 "
