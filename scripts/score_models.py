@@ -2,6 +2,7 @@
 
     python scripts/score_models.py RUN DATA OUT [--limit N] [--models a,b,...]
                                    [--srresnet FILE] [--srgan FILE] [--sets Set5,Set14]
+                                   [--metrics psnr_y,...]
 
 RUN is a run of configs/models/bundled_391*.yaml (its models/srresnet.pt and models/srgan.pt,
 unless --srresnet / --srgan name the files, e.g. phases trained in separate runs);
@@ -55,12 +56,13 @@ def model_files(run: Path, srresnet: Path | None = None,
             "srgan": str(srgan or run / "models" / "srgan.pt")}
 
 
-def score(model: str, data: Path, bench: str, limit: int) -> dict:
+def score(model: str, data: Path, bench: str, limit: int,
+          metrics: list[str] = METRICS) -> dict:
     folder = data / "benchmarks" / bench
     folder = folder if folder.is_dir() else data / bench
     cmd = [sys.executable, "-m", "plfw", "eval", "--model", model,
            "--hr", str(folder / "HR"), "--lr", str(folder / "LR_bicubic" / "X4"),
-           "--metrics", ",".join(METRICS), "--precision", "fp32", "--limit", str(limit),
+           "--metrics", ",".join(metrics), "--precision", "fp32", "--limit", str(limit),
            "--json"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
@@ -134,15 +136,20 @@ def main() -> int:
     ap.add_argument("--srresnet", type=Path, help="the new SRResNet (default: RUN/models/)")
     ap.add_argument("--srgan", type=Path, help="the new SRGAN (default: RUN/models/)")
     ap.add_argument("--sets", default=",".join(SETS), help="benchmark sets to score")
+    ap.add_argument("--metrics", default=",".join(METRICS),
+                    help="a subset of the card's metrics (large sets: the cheaper ones)")
     args = ap.parse_args()
     sets = list(filter(None, args.sets.split(",")))
+    metrics = list(filter(None, args.metrics.split(",")))
+    if unknown := set(metrics) - set(METRICS):
+        ap.error(f"--metrics: not among the card's metrics: {', '.join(sorted(unknown))}")
     wanted = set(filter(None, args.models.split(",")))
     results: dict[str, dict] = {}
     for name, model in model_files(args.run, args.srresnet, args.srgan).items():
         if (wanted and name not in wanted) or (model != "bicubic" and not Path(model).is_file()):
             continue
         for bench in sets:
-            results[f"{name}/{bench}"] = score(model, args.data, bench, args.limit)
+            results[f"{name}/{bench}"] = score(model, args.data, bench, args.limit, metrics)
             print(f"score_models.py: scored {name} on {bench}", file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "eval.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
