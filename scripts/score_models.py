@@ -8,7 +8,9 @@ RUN is a run of configs/models/bundled_391*.yaml (its models/srresnet.pt and mod
 unless --srresnet / --srgan name the files, e.g. phases trained in separate runs);
 DATA holds benchmarks/Set5 and benchmarks/Set14 (HR and LR_bicubic/X4); ``--sets`` scores other
 sets laid out the same way in DATA/benchmarks/ or DATA/ (e.g. BSD100 and Urban100 from
-scripts/benchmark_sets.py, sets this project does not ship). Writes OUT/eval.json
+scripts/benchmark_sets.py, sets this project does not ship), or folders of HR images only, whose
+LR ``plfw eval`` makes with its MATLAB-compatible bicubic (DATA ``assets``, ``--sets
+photos/val``: the shipped photos). Writes OUT/eval.json
 (``plfw eval --json`` per model and set, keyed "model/set") and OUT/eval.md: one table per set
 and issue 14's targets, each marked met or not from these numbers. Models whose file is missing
 (a run not trained yet) are left out of the tables and their targets reported as not measured.
@@ -60,8 +62,10 @@ def score(model: str, data: Path, bench: str, limit: int,
           metrics: list[str] = METRICS) -> dict:
     folder = data / "benchmarks" / bench
     folder = folder if folder.is_dir() else data / bench
-    cmd = [sys.executable, "-m", "plfw", "eval", "--model", model,
-           "--hr", str(folder / "HR"), "--lr", str(folder / "LR_bicubic" / "X4"),
+    hr, lr = folder / "HR", folder / "LR_bicubic" / "X4"
+    # a folder of HR images only (the shipped photos): plfw eval makes the LR itself
+    where = ["--hr", str(hr), "--lr", str(lr)] if hr.is_dir() else ["--hr", str(folder)]
+    cmd = [sys.executable, "-m", "plfw", "eval", "--model", model, *where,
            "--metrics", ",".join(metrics), "--precision", "fp32", "--limit", str(limit),
            "--json"]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -72,9 +76,9 @@ def score(model: str, data: Path, bench: str, limit: int,
 
 def tables(results: dict[str, dict]) -> list[str]:
     lines = []
-    for bench in dict.fromkeys(key.rsplit("/", 1)[1] for key in results):
-        rows = {key.rsplit("/", 1)[0]: r for key, r in results.items()
-                if key.rsplit("/", 1)[1] == bench}
+    for bench in dict.fromkeys(key.split("/", 1)[1] for key in results):  # a set may be a path
+        rows = {key.split("/", 1)[0]: r for key, r in results.items()
+                if key.split("/", 1)[1] == bench}
         shown = [m for m in METRICS if any(m in r for r in rows.values())]
         lines += [f"### {bench}", "", "| model | " + " | ".join(COLUMNS[m][0] for m in shown)
                   + " |", "|---" * (len(shown) + 1) + "|"]

@@ -235,9 +235,11 @@ def test_score_models_marks_each_target_from_the_numbers() -> None:
     assert "Set14: SRGAN ST-LPIPS-Alex (issue 37): met: 0.16 (needs <= 0.165)" in lines
     # --sets: a table for each set scored, in the order scored (BSD100, Urban100, ...)
     other = score_models.tables({"srgan/BSD100": scores(24.0, 0.2, 0.1),
-                                 "bicubic/Urban100": scores(21.0, 0.4, 0.1)})
+                                 "bicubic/Urban100": scores(21.0, 0.4, 0.1),
+                                 "srgan/photos/val": scores(26.0, 0.2, 0.0)})
     assert other.index("### BSD100") < other.index("### Urban100")
     assert "| srgan | 24.00 | 0.8000 | 0.2000 | 0.2000 | 0.10 |" in other
+    assert "### photos/val" in other and "| srgan | 26.00 |" in other  # a set named by its path
     assert ("Set14: SRGAN ST-LPIPS-VGG vs plfw 0.1's SRGAN (issue 37): NOT met: 0.16 "
             "(needs <= 0.15)") in lines
     assert ("Set14: SRGAN PSNR-Y vs bicubic's - 0.5 dB (issue 37): met: 25.6 "
