@@ -249,6 +249,10 @@ def test_shipped_ablations_load(path: str) -> None:
         assert init is None or init.startswith(str(ab.out)) or Path(init).is_file(), job.label
     if ab.spec.baseline:
         assert ab.spec.baseline in ab.runs
+    if path.startswith("study/"):  # reports that get committed show crops of shipped images only
+        crop_sets = ab.spec.report.crop_sets
+        for name in ab.sets if crop_sets is None else crop_sets:
+            assert ab.sets[name].hr.startswith("assets/"), (path, name)
 
 
 def test_the_v2_study_is_what_the_issue_asks_for() -> None:

@@ -128,6 +128,7 @@ def _write(tmp: Path, **changes: object) -> Path:
     ({"eval": {"sets": {"val": {"hr": "x"}}, "curve": {"at": [2], "sets": ["nope"]}}},
      "no eval set 'nope'"),
     ({"artefacts": "some"}, "artefacts"),
+    ({"report": {"crop_sets": ["Set5"]}}, r"report.crop_sets: no eval set 'Set5'"),
 ])
 def test_bad_sweep_files(tmp_path: Path, changes: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
@@ -214,3 +215,38 @@ def test_fp16_generators_score_like_fp32(tmp_path: Path, monkeypatch: pytest.Mon
                          report_only=True, eval_hr=str(make_images(tmp_path / "p", 2, (40, 40))))
     data = json.loads((other.parent / "report.json").read_text())
     assert data["status"][job.label] == "not scored here (generator not kept)"
+
+
+def test_each_job_is_scored_as_it_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    """A job's scores are cached as soon as it finishes, even without a report, so a study
+    that does not keep (or loses) a generator can still report it; crops come only from the
+    sets ``report.crop_sets`` names."""
+    from plfw.studies.scores import SCORES_FILE, score
+
+    monkeypatch.chdir(REPO)
+    photos = str(REPO / "assets" / "photos" / "val")
+    other = str(make_images(tmp_path / "other", 2, (48, 48)))
+    path = _write(tmp_path, runs={"mse": ["phases.srgan.losses.content={name: mse, weight: 1.0}"]},
+                  sweep={}, extra_seeds=[], primary=None, seeds=[0], baseline=None,
+                  eval={"sets": {"mine": {"hr": photos}, "bench": {"hr": other}}},
+                  report={"crop": 16, "zoom": 2, "crop_images": 4, "crop_sets": ["mine"]})
+    out = tmp_path / "out"
+    lines: list[str] = []
+    run_ablation(path, REGISTRY, out, overrides=TINY, device="cpu", report=False,
+                 log=lines.append)
+    job = load_ablation(path, out, TINY).jobs[0]
+    cache = json.loads((job.run_dir / SCORES_FILE).read_text())
+    assert len(cache) == 2 and all(len(v) == 3 for v in cache.values())  # 2 sets x 3 metrics
+    assert not (out / "bicubic").exists()  # only the job, no report, no bicubic
+    assert any(line.startswith("plfw ablate: mse/seed0: bench scored") for line in lines)
+    # the generator is lost (a disk wiped between sittings): the report still has the job
+    packed = job.run_dir / "models" / "srgan.fp16.safetensors"
+    packed.unlink()
+    report = run_ablation(path, REGISTRY, out, overrides=TINY, device="cpu", report_only=True)
+    data = json.loads((report.parent / "report.json").read_text())
+    assert data["status"][job.label] == "finished (generator not kept)"
+    assert set(data["jobs"][job.label]["scores"]) == {"mine", "bench"}
+    # crops: the photos' 3 images only, never the benchmark set's
+    _, _, scores, _ = score(load_ablation(path, out, TINY), REGISTRY, "cpu", log=lambda _: None)
+    assert [s for s, _, _ in scores.picks] == ["mine"] * 3

@@ -1,4 +1,5 @@
-"""``plfw ablate``: train every job of an ablation file, then write the comparison report.
+"""``plfw ablate``: train and score every job of an ablation file, then write the comparison
+report.
 
 Each job trains with the ordinary :class:`plfw.trainer.Trainer` in its own directory and can be
 interrupted at any point: finished jobs are skipped, interrupted ones resume from their latest
@@ -23,6 +24,7 @@ from plfw.storage.checkpoint import CheckpointDir, atomic_write_bytes
 from plfw.storage.locks import FolderLock
 from plfw.studies.ablation import STATE_FILE, Ablation, Job, job_overrides, load_ablation
 from plfw.studies.job_files import read_state
+from plfw.studies.scores import score
 
 #: Settings that change how a run executes, not what it learns: they may differ between the
 #: invocations that train and resume one run.
@@ -165,7 +167,7 @@ def run_ablation(path: str | Path, registry: Registry, out: str | Path | None = 
                  eval_hr: str | None = None, eval_lr: str | None = None,
                  device: str | None = None, report: bool = True,
                  seeds: list[int] | None = None) -> Path | None:
-    """Train (or skip/resume) every job, then score the finished ones and write the report.
+    """Train (or skip/resume) and score every job, then write the report over all finished ones.
     ``eval_hr`` / ``eval_lr`` replace the file's evaluation images."""
     ab = load_ablation(path, Path(out) if out is not None else None, overrides)
     if eval_hr:
@@ -198,6 +200,9 @@ def run_ablation(path: str | Path, registry: Registry, out: str | Path | None = 
                 train_job(ab, job, registry, log=log, progress=progress)
                 if ab.spec.artefacts == "final_fp16":
                     pack_job(job)
+                # scored as it finishes (a no-op once cached): its scores are committed with
+                # it and outlive a generator the study does not keep or a disk that is lost
+                score(ab, registry, device=device or ab.spec.eval.device, log=log, only=job)
         finally:
             for lock in locks:
                 lock.release()

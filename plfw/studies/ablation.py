@@ -84,6 +84,9 @@ class ReportSettings:
     crop: int = 96  # side of the HR window shown in crop grids
     zoom: int = 2
     crop_images: int = 6  # images with a crop grid (spread over the sets); 0 = none
+    # eval sets the crops come from (default: all); leave out sets whose images may not be
+    # redistributed when the report is committed or published
+    crop_sets: list[str] | None = None
     bootstrap: int = 10000  # unused since t intervals replaced the bootstrap; older files load
     confidence: float = 0.95
 
@@ -354,6 +357,10 @@ def _check_sweep(path: Path, spec: AblationFile, ab: Ablation) -> None:
     for name in curve.sets or []:
         if name not in ab.sets:
             raise UserError(f"{path}: eval.curve.sets: no eval set '{name}'"
+                            f"{suggest(name, ab.sets)}")
+    for name in spec.report.crop_sets or []:
+        if name not in ab.sets:
+            raise UserError(f"{path}: report.crop_sets: no eval set '{name}'"
                             f"{suggest(name, ab.sets)}")
     if curve.at and (any(s < 1 for s in curve.at) or len(set(curve.at)) != len(curve.at)):
         raise UserError(f"{path}: eval.curve.at: expected distinct steps >= 1, got {curve.at}")

@@ -85,8 +85,11 @@ def _detail_crop(hr: torch.Tensor, size: int) -> tuple[int, int]:
     return (index // energy.shape[1]) * stride, (index % energy.shape[1]) * stride
 
 
-def _crop_choice(pairs: dict[str, list[Pair]], count: int) -> list[tuple[str, int]]:
-    """``count`` (set, index) picks, round-robin over the sets."""
+def _crop_choice(pairs: dict[str, list[Pair]], count: int, sets: list[str] | None = None
+                 ) -> list[tuple[str, int]]:
+    """``count`` (set, index) picks, round-robin over ``sets`` (default: all of them): a study
+    whose benchmark images may not be redistributed shows crops of its own images only."""
+    pairs = {n: ps for n, ps in pairs.items() if sets is None or n in sets}
     picks: list[tuple[str, int]] = []
     depth = 0
     while len(picks) < count and any(depth < len(p) for p in pairs.values()):
@@ -136,28 +139,33 @@ def _score_method(method: Callable[[torch.Tensor], torch.Tensor], pairs: list[Pa
     return {**cached, **values}, shown
 
 
-def score(ab: Ablation, registry: Registry, device: str = "auto", log: Any = print
+def score(ab: Ablation, registry: Registry, device: str = "auto", log: Any = print,
+          only: Job | None = None
           ) -> tuple[dict[str, list[Pair]], list[MetricInfo], Scores, dict[str, str]]:
-    """Score bicubic and every finished job on every set (cached per job)."""
+    """Score bicubic and every finished job on every set (cached per job).
+
+    ``only``: score that one job and nothing else, without crops (as it finishes, so its scores
+    outlive a generator the study does not keep)."""
     pairs = {}
     for name, ev in ab.sets.items():
         pairs[name] = load_pairs(ev.hr, ev.lr, ab.scale, ev.limit)
         if not pairs[name]:
             raise UserError(f"{ab.path}: eval set '{name}': no images in {ev.hr}")
     metrics = _metrics(ab, registry)
-    picks = _crop_choice(pairs, ab.spec.report.crop_images)
+    picks = ([] if only is not None else
+             _crop_choice(pairs, ab.spec.report.crop_images, ab.spec.report.crop_sets))
     size = ab.spec.report.crop
     windows = {(s, i): _detail_crop(pairs[s][i].hr, size) for s, i in picks}
     scores, status = Scores(), {}
     # (label, run, job, model file, cache key); bicubic has neither run nor model, a job whose
     # generator was not kept (``kept_key``) only its key: it can be reported, not re-scored
     methods: list[tuple[str, str | None, Job | None, Path | None, str]] = [
-        (BICUBIC, None, None, None, BICUBIC)]
-    for name, path in ab.references.items():
+        (BICUBIC, None, None, None, BICUBIC)] if only is None else []
+    for name, path in ab.references.items() if only is None else ():
         if not path.is_file():
             raise UserError(f"{ab.path}: eval.references.{name}: model not found: {path}")
         methods.append((name, name, None, path, model_key(path)))
-    for job in ab.jobs:
+    for job in ab.jobs if only is None else [only]:
         model, key = finished_model(job), kept_key(job)
         status[job.label] = ("finished" if model is not None else
                              "finished (generator not kept)" if key is not None else
