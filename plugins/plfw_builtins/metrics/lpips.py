@@ -85,8 +85,12 @@ class _Tiled:
     name = ""
     higher_is_better = False
     networks: tuple[str, ...] = ()
+    #: channels-last convolutions (the metric owns its network; losses are not affected):
+    #: faster on CPU, same values to float rounding (benchmarks/metric_speed.py measures it)
+    channels_last = True
 
-    def __init__(self, border: int, tile: int) -> None:
+    def __init__(self, border: int, tile: int, trunk: nn.Module) -> None:
+        trunk.to(memory_format=torch.channels_last)
         if border < 0:
             raise UserError(f"metric '{self.name}': border must be >= 0, got {border}")
         if tile < 0:
@@ -119,7 +123,10 @@ class _Tiled:
                 for cols in _tiles(full[1], tile, margin):
                     pair = torch.stack([x[:, rows[2]:rows[3], cols[2]:cols[3]],
                                         y[:, rows[2]:rows[3], cols[2]:cols[3]]])
-                    for tap, f in trunk.iter_taps(spec.convert(pair)):
+                    pair = spec.convert(pair)
+                    if self.channels_last:
+                        pair = pair.contiguous(memory_format=torch.channels_last)
+                    for tap, f in trunk.iter_taps(pair):
                         f = _crop(f, trunk.tap_strides[tap], rows, cols, full)
                         consume(tap, f[0], f[1])
 
@@ -164,7 +171,7 @@ class LPIPSMetric(_Tiled):
     def __init__(self, name: str, net: LPIPSNet, networks: tuple[str, ...], border: int = 0,
                  tile: int = 512) -> None:
         self.name, self.net, self.networks = name, net, networks
-        super().__init__(border, tile)
+        super().__init__(border, tile, net.trunk)
 
     def __call__(self, sr: Tensor, hr: Tensor) -> float:
         device = next(self.net.parameters()).device
@@ -196,7 +203,7 @@ class DISTSMetric(_Tiled):
         w = float(alpha.sum() + beta.sum())
         self.alpha = (alpha.flatten().double() / w).split(self.channels)
         self.beta = (beta.flatten().double() / w).split(self.channels)
-        super().__init__(border, tile)
+        super().__init__(border, tile, trunk)
 
     def __call__(self, sr: Tensor, hr: Tensor) -> float:
         device = next(self.trunk.parameters()).device
