@@ -110,6 +110,17 @@ def test_the_smoke_sweep_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert {"bicubic", "vgg", "mse"} <= set(manifest["methods"])
     assert not any("[" in m for m in manifest["methods"])  # one method per run, not per arm
 
+    # while a study runs: its curves so far from the logs alone, nothing trained or scored
+    (out / "learning_curves.png").unlink()
+    lines.clear()
+    drawn = run_ablation(SMOKE, REGISTRY, out, overrides=TINY, curves_only=True,
+                         log=lines.append)
+    assert drawn == out / "learning_curves.png" and drawn.stat().st_size > 0
+    assert lines == [f"plfw ablate: wrote {out / 'learning_curves.png'}",
+                     f"plfw ablate: wrote {out / 'loss_curves.png'}"]
+    with pytest.raises(UserError, match="no job has logged anything yet"):
+        run_ablation(SMOKE, REGISTRY, tmp_path / "empty", overrides=TINY, curves_only=True)
+
 
 def _write(tmp: Path, **changes: object) -> Path:
     data: dict = yaml.safe_load(SMOKE.read_text())

@@ -166,8 +166,9 @@ def run_ablation(path: str | Path, registry: Registry, out: str | Path | None = 
                  report_only: bool = False, progress: bool = False, log: Any = print,
                  eval_hr: str | None = None, eval_lr: str | None = None,
                  device: str | None = None, report: bool = True,
-                 seeds: list[int] | None = None) -> Path | None:
-    """Train (or skip/resume) and score every job, then write the report over all finished ones.
+                 seeds: list[int] | None = None, curves_only: bool = False) -> Path | None:
+    """Train (or skip/resume) and score every job, then write the report over all finished ones
+    (``curves_only``: only the learning and loss curves of the jobs so far, from their logs).
     ``eval_hr`` / ``eval_lr`` replace the file's evaluation images."""
     ab = load_ablation(path, Path(out) if out is not None else None, overrides)
     if eval_hr:
@@ -187,6 +188,15 @@ def run_ablation(path: str | Path, registry: Registry, out: str | Path | None = 
         if unknown:
             raise UserError(f"--seed {unknown[0]}: {ab.path} has seeds {known or 'none'}")
         jobs = [j for j in jobs if j.seed in seeds]
+    if curves_only:  # from the logs of the jobs so far; nothing trains or is scored
+        from plfw.studies.report import write_curves
+
+        written = write_curves(ab, ab.out)
+        if not written:
+            raise UserError(f"{ab.out}: no job has logged anything yet")
+        for path in written:
+            log(f"plfw ablate: wrote {path}")
+        return written[0]
     if not report_only:
         previous = signal.signal(signal.SIGTERM, _terminate)
         # every selected job's run directory is locked up front, so a second `plfw ablate` on

@@ -22,7 +22,7 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
                  report_only=args.report_only, progress=not args.quiet,
                  log=lambda line: print(line, file=sys.stderr, flush=True),
                  eval_hr=args.hr, eval_lr=args.lr, device=args.device,
-                 report=not args.no_report, seeds=args.seed)
+                 report=not args.no_report, seeds=args.seed, curves_only=args.curves_only)
     return 0
 
 
@@ -47,7 +47,11 @@ def plfw_register_commands(register: Any) -> None:
                    help="train only this seed (repeatable): e.g. one process per seed on a GPU")
     p.add_argument("--report-only", action="store_true",
                    help="do not train; score the finished runs and rewrite the report")
-    p.add_argument("--no-report", action="store_true", help="train only; write no report")
+    p.add_argument("--no-report", action="store_true",
+                   help="train (and score each job as it finishes); write no report")
+    p.add_argument("--curves-only", action="store_true",
+                   help="train and score nothing; draw the learning and loss curves of the "
+                        "jobs so far (finished or running) from their logs")
     p.add_argument("--hr", help="score on this folder of HR images instead of the file's eval "
                                 "sets (the report then goes to <out>/report_<folder>)")
     p.add_argument("--lr", help="folder of matching LR images for --hr (default: MATLAB "

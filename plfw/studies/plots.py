@@ -161,7 +161,7 @@ def learning_curves(ab: Ablation, metrics: list[str], sets: list[str], path: Pat
                 for pts in per_seed.values():
                     steps = sorted(pts)
                     ax.plot(steps, [pts[s] for s in steps], color=f"C{k}", linewidth=0.6,
-                            alpha=0.6)
+                            alpha=0.6, marker=".", markersize=3)  # a lone point shows too
                 steps = sorted(set.intersection(*(set(p) for p in per_seed.values())))
                 if steps:
                     ax.plot(steps, [np.mean([p[s] for p in per_seed.values()]) for s in steps],
@@ -213,8 +213,8 @@ def loss_curves(ab: Ablation, path: Path) -> Path | None:
                                 linewidth=1,
                                 label=key.removeprefix("grad_sr_") if k == 0 else None)
             ax.set_yscale("log")
-            what = "loss terms" if prefix == "loss" else "pull: |d(weighted term)/d SR|"
-            ax.set_title(f"{arm} ({len(per_seed)} seed(s)): {what}", fontsize=7)
+            what = "loss terms" if prefix == "loss" else "pull |d(weighted term)/d SR|"
+            ax.set_title(f"{arm}, {len(per_seed)} seed(s)\n{what}", fontsize=7)
             ax.set_xlabel("step", fontsize=7)
             ax.tick_params(labelsize=6)
             if ax.lines:

@@ -255,6 +255,17 @@ def _curve_metrics(ab: Ablation) -> list[str]:
     return [m if isinstance(m, str) else str(m.get("name")) for m in ab.spec.eval.curve.metrics]
 
 
+def write_curves(ab: Ablation, out: Path) -> list[Path]:
+    """The learning and loss curves of every job so far (finished or still training) from its
+    logs alone: no scoring, so they can be looked at while a study runs."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [plots.learning_curves(ab, _curve_metrics(ab), ab.spec.eval.curve.sets
+                                     or list(ab.sets), out / "learning_curves.png")
+               if ab.spec.eval.curve.at else None,
+               plots.loss_curves(ab, out / "loss_curves.png")]
+    return [p for p in written if p is not None]
+
+
 def write_report(ab: Ablation, registry: Registry, device: str = "auto", log: Any = print,
                  report_dir: Path | None = None) -> Path:
     """Score every finished job and write report.md, report.json and the PNGs."""
