@@ -24,7 +24,7 @@ from plfw.storage.checkpoint import CheckpointDir, atomic_write_bytes
 from plfw.storage.locks import FolderLock
 from plfw.studies.ablation import STATE_FILE, Ablation, Job, job_overrides, load_ablation
 from plfw.studies.job_files import read_state
-from plfw.studies.scores import score
+from plfw.studies.scores import Inputs, load_inputs, score
 
 #: Settings that change how a run executes, not what it learns: they may differ between the
 #: invocations that train and resume one run.
@@ -202,6 +202,7 @@ def run_ablation(path: str | Path, registry: Registry, out: str | Path | None = 
         # every selected job's run directory is locked up front, so a second `plfw ablate` on
         # the same jobs is refused at once (other --seed / --run selections may run alongside)
         locks = [FolderLock(job.run_dir, "run directory") for job in jobs]
+        inputs: Inputs | None = None  # pairs and metrics, loaded at the first finished job
         try:
             for lock in locks:
                 lock.acquire()
@@ -212,7 +213,9 @@ def run_ablation(path: str | Path, registry: Registry, out: str | Path | None = 
                     pack_job(job)
                 # scored as it finishes (a no-op once cached): its scores are committed with
                 # it and outlive a generator the study does not keep or a disk that is lost
-                score(ab, registry, device=device or ab.spec.eval.device, log=log, only=job)
+                inputs = inputs or load_inputs(ab, registry)
+                score(ab, registry, device=device or ab.spec.eval.device, log=log, only=job,
+                      inputs=inputs)
         finally:
             for lock in locks:
                 lock.release()

@@ -139,19 +139,28 @@ def _score_method(method: Callable[[torch.Tensor], torch.Tensor], pairs: list[Pa
     return {**cached, **values}, shown
 
 
-def score(ab: Ablation, registry: Registry, device: str = "auto", log: Any = print,
-          only: Job | None = None
-          ) -> tuple[dict[str, list[Pair]], list[MetricInfo], Scores, dict[str, str]]:
-    """Score bicubic and every finished job on every set (cached per job).
+Inputs = tuple[dict[str, list[Pair]], list[MetricInfo]]
 
-    ``only``: score that one job and nothing else, without crops (as it finishes, so its scores
-    outlive a generator the study does not keep)."""
+
+def load_inputs(ab: Ablation, registry: Registry) -> Inputs:
+    """The evaluation pairs of every set and the metric plugins, built once for many jobs."""
     pairs = {}
     for name, ev in ab.sets.items():
         pairs[name] = load_pairs(ev.hr, ev.lr, ab.scale, ev.limit)
         if not pairs[name]:
             raise UserError(f"{ab.path}: eval set '{name}': no images in {ev.hr}")
-    metrics = _metrics(ab, registry)
+    return pairs, _metrics(ab, registry)
+
+
+def score(ab: Ablation, registry: Registry, device: str = "auto", log: Any = print,
+          only: Job | None = None, inputs: Inputs | None = None
+          ) -> tuple[dict[str, list[Pair]], list[MetricInfo], Scores, dict[str, str]]:
+    """Score bicubic and every finished job on every set (cached per job).
+
+    ``only``: score that one job and nothing else, without crops (as it finishes, so its scores
+    outlive a generator the study does not keep). ``inputs``: from :func:`load_inputs`, when
+    many calls share them (loading General100 and the metrics takes ~15 s)."""
+    pairs, metrics = inputs if inputs is not None else load_inputs(ab, registry)
     picks = ([] if only is not None else
              _crop_choice(pairs, ab.spec.report.crop_images, ab.spec.report.crop_sets))
     size = ab.spec.report.crop
