@@ -72,13 +72,13 @@ class Report:
         self.fixed = {"bicubic": data["bicubic"],
                       **{k: v["scores"] for k, v in data["references"].items()}}
 
-    def matrix(self, run: str, point: str | None, metric: str, sets: list[str],
+    def matrix(self, run: str, point: str, metric: str, sets: list[str],
                keep: dict[str, list[bool]]) -> np.ndarray | None:
         if run in self.fixed:
             rows = [self.fixed[run]]
         else:
             rows = [j["scores"] for j in self.data["jobs"].values()
-                    if j["run"] == run and (point is None or j.get("point") == point)]
+                    if j["run"] == run and j["point"] == point]
         rows = [[v for s in sets for v, k in zip(r[s][metric], keep[s], strict=True) if k]
                 for r in rows if all(metric in r.get(s, {}) for s in sets)]
         if not rows:
@@ -108,7 +108,7 @@ def check(data: dict) -> tuple[int, float, list[str]]:
     conf, base = rep.confidence, data["baseline"]
     every = {s: data["kept_in_pool"][s] for s in rep.sets}
 
-    def setting(stat: dict, point: str | None, sets: list[str], keep: dict, where: str) -> None:
+    def setting(stat: dict, point: str, sets: list[str], keep: dict, where: str) -> None:
         for metric, st in stat.items():
             mats = {r: rep.matrix(r, point, metric, sets, keep) for r in st["mean"]}
             for run, got in st["mean"].items():
