@@ -265,3 +265,62 @@ def test_each_job_is_scored_as_it_finishes(tmp_path: Path, monkeypatch: pytest.M
     # crops: the photos' 3 images only, never the benchmark set's
     _, _, scores, _ = score(load_ablation(path, out, TINY), REGISTRY, "cpu", log=lambda _: None)
     assert [s for s, _, _ in scores.picks] == ["mine"] * 3
+
+
+def test_other_folders_judge_each_job_and_the_primary(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--hr`` while training: each job is also scored on that folder as it finishes, with only
+    the ``--metrics`` named, and its report judges the declared primary endpoint there. Cached
+    scores belong to the images, not to where they lie: moved folders (another machine, a fresh
+    clone) still report jobs whose generators are gone."""
+    from plfw.studies.scores import SCORES_FILE, score
+
+    monkeypatch.chdir(REPO)
+    photos = tmp_path / "photos"
+    shutil.copytree(REPO / "assets" / "photos" / "val", photos)
+    bench = make_images(tmp_path / "bench" / "BSD100" / "HR", 2, (48, 48), seed=3)
+    runs = {"vgg": [], "mse": ["phases.srgan.losses.content={name: mse, weight: 1.0}"]}
+    primary = {"metric": "ssim_y", "set": "val", "point": {}}
+    path = _write(tmp_path, runs=runs, sweep={}, extra_seeds=[], seeds=[0, 1], primary=primary,
+                  eval={"sets": {"val": {"hr": str(photos)}}}, metrics=["psnr_y", "ssim_y", "gmsd"])
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="--metrics: 'lpips' is not one of the file's metrics"):
+        run_ablation(path, REGISTRY, out, overrides=TINY, eval_hr=str(bench), metrics=["lpips"])
+    with pytest.raises(UserError, match="--metrics must keep psnr_y and the primary endpoint's "
+                                        "ssim_y"):
+        run_ablation(path, REGISTRY, out, overrides=TINY, eval_hr=str(bench), metrics=["psnr_y"])
+    with pytest.raises(UserError, match="--metrics needs --hr"):
+        run_ablation(path, REGISTRY, out, overrides=TINY, metrics=["psnr_y", "ssim_y"])
+    run_ablation(path, REGISTRY, out, overrides=TINY, device="cpu", eval_hr=str(bench),
+                 metrics=["psnr_y", "ssim_y"], progress=False, log=lambda _: None)
+    ab = load_ablation(path, out, TINY)
+    for job in ab.jobs:  # the file's set with every metric, the other folder with two
+        cache = json.loads((job.run_dir / SCORES_FILE).read_text())
+        assert sorted(len(v) for v in cache.values()) == [2, 3]
+        assert not any(str(tmp_path) in key for key in cache)
+    main_report = json.loads((out / "report.json").read_text())
+    other = json.loads((out / "report_BSD100" / "report.json").read_text())
+    assert set(main_report["sets"]) == {"val"} and set(other["sets"]) == {"BSD100"}
+    assert other["primary"]["set"] == "BSD100" and set(other["primary"]["difference"]) == {"mse"}
+
+    # a fresh clone elsewhere: the generators gone, the same images in other folders
+    for job in ab.jobs:
+        (job.run_dir / "models" / "srgan.fp16.safetensors").unlink()
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(photos), moved / "photos")
+    shutil.move(str(tmp_path / "bench"), moved / "bench")
+    shutil.move(str(out), moved / "out")
+    path = _write(tmp_path, runs=runs, sweep={}, extra_seeds=[], seeds=[0, 1], primary=primary,
+                  eval={"sets": {"val": {"hr": str(moved / "photos")}}},
+                  metrics=["psnr_y", "ssim_y", "gmsd"])
+    _, _, scores, status = score(load_ablation(path, moved / "out", TINY), REGISTRY, "cpu",
+                                 log=lambda _: None)
+    assert set(status.values()) == {"finished (generator not kept)"}
+    assert {k: v for k, v in scores.values.items() if k != "bicubic"} == {
+        label: job["scores"] for label, job in main_report["jobs"].items()}
+    report = run_ablation(path, REGISTRY, moved / "out", overrides=TINY, device="cpu",
+                          report_only=True, eval_hr=str(moved / "bench" / "BSD100" / "HR"),
+                          metrics=["psnr_y", "ssim_y"])
+    again = json.loads((report.parent / "report.json").read_text())
+    assert set(again["status"].values()) == {"finished (generator not kept)"}
+    assert again["primary"]["difference"] == other["primary"]["difference"]

@@ -166,15 +166,20 @@ def run_ablation(path: str | Path, registry: Registry, out: str | Path | None = 
                  report_only: bool = False, progress: bool = False, log: Any = print,
                  eval_hr: str | None = None, eval_lr: str | None = None,
                  device: str | None = None, report: bool = True,
-                 seeds: list[int] | None = None, curves_only: bool = False) -> Path | None:
+                 seeds: list[int] | None = None, curves_only: bool = False,
+                 metrics: list[str] | None = None) -> Path | None:
     """Train (or skip/resume) and score every job, then write the report over all finished ones
     (``curves_only``: only the learning and loss curves of the jobs so far, from their logs).
-    ``eval_hr`` / ``eval_lr`` replace the file's evaluation images."""
+
+    ``eval_hr`` / ``eval_lr``: other images to judge on, with only ``metrics`` if given (a
+    check on sets the study does not ship). While training, every job is scored on them too as
+    it finishes, so the check outlives generators the study does not keep; the report on them
+    goes to ``<out>/report_<set>/``. With ``report_only`` only that report is written."""
     ab = load_ablation(path, Path(out) if out is not None else None, overrides)
-    if eval_hr:
-        ab.use_sets(eval_hr, eval_lr)
-    elif eval_lr:
-        raise UserError("--lr needs --hr (the HR folder it belongs to)")
+    if not eval_hr and (eval_lr or metrics):
+        raise UserError(f"{'--lr' if eval_lr else '--metrics'} needs --hr (the folder of HR "
+                        f"images it belongs to)")
+    other = ab.judged_on(eval_hr, eval_lr, metrics) if eval_hr else None
     jobs = ab.jobs
     if only:
         unknown = [n for n in only if n not in ab.runs]
@@ -203,6 +208,7 @@ def run_ablation(path: str | Path, registry: Registry, out: str | Path | None = 
         # the same jobs is refused at once (other --seed / --run selections may run alongside)
         locks = [FolderLock(job.run_dir, "run directory") for job in jobs]
         inputs: Inputs | None = None  # pairs and metrics, loaded at the first finished job
+        other_inputs: Inputs | None = None
         try:
             for lock in locks:
                 lock.acquire()
@@ -216,6 +222,10 @@ def run_ablation(path: str | Path, registry: Registry, out: str | Path | None = 
                 inputs = inputs or load_inputs(ab, registry)
                 score(ab, registry, device=device or ab.spec.eval.device, log=log, only=job,
                       inputs=inputs)
+                if other is not None:
+                    other_inputs = other_inputs or load_inputs(other, registry)
+                    score(other, registry, device=device or ab.spec.eval.device, log=log,
+                          only=job, inputs=other_inputs)
         finally:
             for lock in locks:
                 lock.release()
@@ -224,8 +234,12 @@ def run_ablation(path: str | Path, registry: Registry, out: str | Path | None = 
         return None
     from plfw.studies.report import write_report
 
-    folder = ab.out / f"report_{next(iter(ab.sets))}" if eval_hr else None
-    written = write_report(ab, registry, device=device or ab.spec.eval.device, log=log,
-                           report_dir=folder)
-    log(f"plfw ablate: report written to {written}")
-    return written
+    views = [v for v in (None if report_only and other else ab, other) if v is not None]
+    first = None
+    for view in views:
+        folder = ab.out / f"report_{next(iter(view.sets))}" if view is other else None
+        written = write_report(view, registry, device=device or ab.spec.eval.device, log=log,
+                               report_dir=folder)
+        log(f"plfw ablate: report written to {written}")
+        first = first or written
+    return first

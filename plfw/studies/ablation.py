@@ -12,6 +12,7 @@ Running the jobs lives in :mod:`plfw.studies.ablate`, scoring and the report in
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import json
@@ -26,7 +27,7 @@ from plfw.core import config as config_mod
 from plfw.core.config import DEFAULT_METRICS, Config, ImageSet
 from plfw.core.config_files import read_config_file
 from plfw.core.errors import UserError, suggest
-from plfw.core.registry import Registry
+from plfw.core.registry import Registry, split_spec
 
 OUT_TOKEN = "{out}"
 SEED_TOKEN = "{seed}"
@@ -194,14 +195,39 @@ class Ablation:
         """The jobs (seeds) of an arm label, or of a run name (all its points)."""
         return [j for j in self.jobs if j.arm == arm or (j.run == arm and not j.point)]
 
-    def use_sets(self, hr: str, lr: str | None = None) -> None:
-        """Score on one other folder (``--hr`` / ``--lr``) instead of the file's sets."""
-        self.sets = {set_name(hr): ImageSet(hr=hr, lr=lr)}
+    def judged_on(self, hr: str, lr: str | None = None,
+                  metrics: list[str] | None = None) -> Ablation:
+        """The same jobs judged on one other folder (``--hr`` / ``--lr``) instead of the file's
+        sets, with only ``metrics`` of the file's if given (a cheaper check, which still needs
+        PSNR-Y, the distortion axis, and the primary metric). A primary endpoint declared on
+        one of the file's sets is judged on that folder."""
+        other = dataclasses.replace(self, spec=copy.deepcopy(self.spec),
+                                    sets={set_name(hr): ImageSet(hr=hr, lr=lr)})
+        if other.spec.primary is not None and other.spec.primary.set is not None:
+            other.spec.primary.set = next(iter(other.sets))
+        if metrics:
+            other._keep_metrics(metrics)
+        return other
+
+    def _keep_metrics(self, names: list[str]) -> None:
+        labels = [split_spec(m, "metrics")[0] for m in self.spec.metrics]
+        for name in names:
+            if name not in labels:
+                raise UserError(f"--metrics: '{name}' is not one of the file's metrics "
+                                f"({', '.join(labels)}){suggest(name, labels)}")
+        primary = self.spec.primary.metric if self.spec.primary else None
+        if "psnr_y" not in names or (primary and primary not in names):
+            raise UserError("--metrics must keep psnr_y"
+                            + (f" and the primary endpoint's {primary}" if primary else ""))
+        self.spec.metrics = [m for m, label in zip(self.spec.metrics, labels, strict=True)
+                             if label in names]
 
 
 def set_name(folder: str) -> str:
-    """A single evaluation folder's set name: the folder's name, or 'images' if unusable."""
-    name = Path(folder).name
+    """A single evaluation folder's set name: the folder's name (its parent's for a benchmark
+    layout's ``<set>/HR``), or 'images' if unusable."""
+    path = Path(folder).resolve()
+    name = path.parent.name if path.name == "HR" else path.name
     return name if SET_NAME.match(name) else "images"
 
 

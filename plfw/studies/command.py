@@ -22,7 +22,8 @@ def _run(args: argparse.Namespace, registry: Registry) -> int:
                  report_only=args.report_only, progress=not args.quiet,
                  log=lambda line: print(line, file=sys.stderr, flush=True),
                  eval_hr=args.hr, eval_lr=args.lr, device=args.device,
-                 report=not args.no_report, seeds=args.seed, curves_only=args.curves_only)
+                 report=not args.no_report, seeds=args.seed, curves_only=args.curves_only,
+                 metrics=args.metrics)
     return 0
 
 
@@ -52,8 +53,14 @@ def plfw_register_commands(register: Any) -> None:
     p.add_argument("--curves-only", action="store_true",
                    help="train and score nothing; draw the learning and loss curves of the "
                         "jobs so far (finished or running) from their logs")
-    p.add_argument("--hr", help="score on this folder of HR images instead of the file's eval "
-                                "sets (the report then goes to <out>/report_<folder>)")
+    p.add_argument("--hr", help="judge on this folder of HR images too (a benchmark set the "
+                                "study does not ship): while training, each job is scored on it "
+                                "as it finishes; the report on it goes to <out>/report_<set>/ "
+                                "(with --report-only, only that report is written)")
+    p.add_argument("--metrics", type=lambda text: [m for m in text.split(",") if m],
+                   metavar="A,B", help="with --hr: judge that folder with only these of the "
+                                       "file's metrics (must keep psnr_y and the primary "
+                                       "endpoint's metric), e.g. psnr_y,st_lpips_alex")
     p.add_argument("--lr", help="folder of matching LR images for --hr (default: MATLAB "
                                 "bicubic of HR)")
     p.add_argument("--device", help="device for scoring: auto, cpu, cuda (default: the file's "

@@ -8,6 +8,7 @@ detailed window of a few images are kept for the report's picture.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -100,9 +101,31 @@ def _crop_choice(pairs: dict[str, list[Pair]], count: int, sets: list[str] | Non
     return picks
 
 
-def _set_key(ev: ImageSet, scale: int) -> str:
+def _set_key(pairs: list[Pair], ev: ImageSet, scale: int) -> str:
+    """A set's cache key from its images (names and pixels, and the LR files' when given; LR
+    made by bicubic follows from HR and scale), not from its folder: scores cached on one machine
+    hold in a clone elsewhere, where a generator the study did not keep cannot be re-scored."""
+    digest = hashlib.sha256()
+    for pair in pairs:
+        digest.update(pair.name.encode())
+        for image in (pair.hr, pair.lr) if ev.lr else (pair.hr,):
+            digest.update(str(tuple(image.shape)).encode())
+            digest.update(image.mul(255).round().to(torch.uint8).numpy().tobytes())
+    return json.dumps({"images": digest.hexdigest()[:16], "count": len(pairs),
+                       "lr": "files" if ev.lr else "bicubic", "scale": scale})
+
+
+def _path_key(ev: ImageSet, scale: int) -> str:
+    """The key plfw 0.2 and earlier cached scores under (the folders' absolute paths)."""
     return json.dumps([str(Path(ev.hr).resolve()), str(Path(ev.lr).resolve()) if ev.lr else None,
                        ev.limit, scale])
+
+
+def _migrate(cache: dict[str, Any], mkey: str, set_keys: dict[str, tuple[str, str]]) -> None:
+    """Rename a model's entries cached under folder paths to the images' keys (in place)."""
+    for old, new in set_keys.values():
+        if f"{mkey} {old}" in cache and f"{mkey} {new}" not in cache:
+            cache[f"{mkey} {new}"] = cache.pop(f"{mkey} {old}")
 
 
 def _read_cache(run_dir: Path) -> dict[str, Any]:
@@ -184,15 +207,19 @@ def score(ab: Ablation, registry: Registry, device: str = "auto", log: Any = pri
             methods.append((job.label, job.run, job, model,
                             model_key(model) if model is not None else key))  # type: ignore[arg-type]
     cropped_runs: set[str] = set()
+    # per set: (the key of caches written before keys came from the images, the images' key)
+    set_keys = {n: (_path_key(ab.sets[n], ab.scale), _set_key(ps, ab.sets[n], ab.scale))
+                for n, ps in pairs.items()}
     for index, (label, run, job, model, mkey) in enumerate(methods, 1):
         trained = training_networks(job.config, registry) if job is not None else set()
         allowed = [m for m in metrics if not set(m.networks) & trained]
         # bicubic's scores are cached beside the jobs, in <out>/bicubic/
         folder = job.run_dir if job is not None else ab.out / (run or BICUBIC)
         cache = _read_cache(folder)
+        _migrate(cache, mkey, set_keys)
         scorable = model is not None or run is None
         if not scorable and any(
-                m.key not in cache.get(f"{mkey} {_set_key(ab.sets[n], ab.scale)}", {})
+                m.key not in cache.get(f"{mkey} {set_keys[n][1]}", {})
                 for n in pairs for m in allowed):
             status[label] = "not scored here (generator not kept)"
             log(f"plfw ablate: {label}: generator not kept and not scored on these sets: "
@@ -202,7 +229,7 @@ def score(ab: Ablation, registry: Registry, device: str = "auto", log: Any = pri
         method = None
         per_set: dict[str, dict[str, list[float]]] = {}
         for set_name, ps in pairs.items():
-            skey = f"{mkey} {_set_key(ab.sets[set_name], ab.scale)}"
+            skey = f"{mkey} {set_keys[set_name][1]}"
             cached = dict(cache.get(skey, {}))
             spots = ({i: windows[(s, i)] for s, i in picks if s == set_name}
                      if want_crops else {})
