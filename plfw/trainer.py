@@ -74,8 +74,8 @@ class Trainer:
         self.run_dir, self.ckpt = self.dir.path, self.dir.ckpt
         self.progress = progress and self.rt.is_main
         start = self.dir.start(self.rt, resume, overwrite)  # new, or which checkpoint
-        if t.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        # set either way: torch's switch is global, and one process may train many runs
+        torch.use_deterministic_algorithms(t.deterministic, warn_only=t.deterministic)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
 

@@ -15,8 +15,9 @@ import plfw
 from plfw.cli import main
 from plfw.core.errors import UserError
 from plfw.studies.ablate import read_state, run_ablation, train_job
-from plfw.studies.ablation import load_ablation, training_networks
+from plfw.studies.ablation import load_ablation
 from plfw.studies.report import answer
+from plfw.studies.trained_with import training_networks
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -300,3 +300,17 @@ def test_each_validation_prints_one_line(tmp_path: Path,
     Trainer(load_config(path, ["run_dir=" + str(tmp_path / "quiet")]), REGISTRY,
             progress=False).fit()
     assert "validation" not in capsys.readouterr().err
+
+
+def test_deterministic_is_each_runs_own(tmp_path: Path) -> None:
+    """``train.deterministic`` holds for the run that asks for it, not for every later run in
+    the process (a study trains many jobs in one process)."""
+    was = torch.are_deterministic_algorithms_enabled()
+    try:
+        Trainer(load_config(tiny_config(tmp_path / "a")), REGISTRY, progress=False)
+        assert torch.are_deterministic_algorithms_enabled()
+        cfg = load_config(tiny_config(tmp_path / "b"), ["train.deterministic=false"])
+        Trainer(cfg, REGISTRY, progress=False)
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(was)

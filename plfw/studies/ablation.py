@@ -27,7 +27,7 @@ from plfw.core import config as config_mod
 from plfw.core.config import DEFAULT_METRICS, Config, ImageSet
 from plfw.core.config_files import read_config_file
 from plfw.core.errors import UserError, suggest
-from plfw.core.registry import Registry, split_spec
+from plfw.core.registry import split_spec
 
 OUT_TOKEN = "{out}"
 SEED_TOKEN = "{seed}"
@@ -409,42 +409,3 @@ def _check_sweep(path: Path, spec: AblationFile, ab: Ablation) -> None:
             raise UserError(f"{path}: primary.at_baseline_psnr takes its level from the "
                             f"baseline at `point:` in a sweep: drop `psnr:`"
                             + ("" if spec.sweep else " and add a sweep"))
-
-
-def _network_name(spec: Any) -> str | None:
-    if isinstance(spec, str):
-        return spec
-    if isinstance(spec, dict) and isinstance(spec.get("name"), str):
-        return spec["name"]
-    return None
-
-
-def _default_network(registry: Registry, loss: str) -> Any:
-    """The ``network`` param's default of loss ``loss`` (None when it has none)."""
-    try:
-        params = registry.get("loss", loss).params
-    except UserError:
-        return None
-    found = getattr(params, "__dataclass_fields__", {}).get("network")
-    if found is None:
-        return None
-    if found.default_factory is not dataclasses.MISSING:
-        return found.default_factory()
-    return None if found.default is dataclasses.MISSING else found.default
-
-
-def training_networks(cfg: Config, registry: Registry) -> set[str]:
-    """Names of the loss networks any phase of ``cfg`` trains against (a loss's own default
-    ``network`` where its spec names none)."""
-    names: set[str] = set()
-    for phase in cfg.phases.values():
-        for spec in (phase.losses or {}).values():
-            if not isinstance(spec, dict):
-                continue
-            network = spec.get("network")
-            if network is None and isinstance(spec.get("name"), str):
-                network = _default_network(registry, spec["name"])
-            name = _network_name(network)
-            if name:
-                names.add(name)
-    return names

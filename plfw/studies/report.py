@@ -18,10 +18,11 @@ from plfw.storage.checkpoint import atomic_write_bytes
 from plfw.studies import analysis as st
 from plfw.studies import intervals as stats_mod
 from plfw.studies import plots
-from plfw.studies.ablation import Ablation, Point, point_label, training_networks
+from plfw.studies.ablation import Ablation, Point, point_label
 from plfw.studies.analysis import verdict
 from plfw.studies.job_files import finished_model, read_state
 from plfw.studies.scores import BICUBIC, score
+from plfw.studies.trained_with import training_networks
 
 
 def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:

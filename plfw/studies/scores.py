@@ -25,8 +25,9 @@ from plfw.core.registry import Registry, split_spec
 from plfw.evaluation.evaluate import Pair, bicubic, load_pairs
 from plfw.inference.model import open_model
 from plfw.storage.checkpoint import atomic_write_bytes
-from plfw.studies.ablation import Ablation, Job, training_networks
+from plfw.studies.ablation import Ablation, Job
 from plfw.studies.job_files import finished_model, kept_key, model_key
+from plfw.studies.trained_with import training_networks
 
 BICUBIC = "bicubic"
 SCORES_FILE = "scores.json"
