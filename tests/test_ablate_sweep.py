@@ -331,3 +331,23 @@ def test_other_folders_judge_each_job_and_the_primary(tmp_path: Path,
     again = json.loads((report.parent / "report.json").read_text())
     assert set(again["status"].values()) == {"finished (generator not kept)"}
     assert again["primary"]["difference"] == other["primary"]["difference"]
+
+
+def test_the_primary_answer_claims_only_what_was_compared(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Runs that could not be compared (outside the baseline's PSNR-Y) are not "not better":
+    the answer says nothing was compared."""
+    from plfw.studies.report import _primary_lines
+
+    monkeypatch.chdir(REPO)
+    ab = load_ablation(SMOKE, None, TINY)
+    prim = {"metric": "ssim_y", "set": "val", "psnr": 25.0, "point": {}, "at_baseline_psnr": False,
+            "higher_is_better": True, "difference": {},
+            "missing": {"mse": "PSNR level 25 dB is outside this curve's range"}}
+    assert _primary_lines(ab, prim)[-1] == ("No run could be compared with `vgg` on the primary "
+                                            "endpoint (why: above), so it cannot say whether "
+                                            "any is better.")
+    prim["difference"] = {"mse": {"value": -0.01, "low": -0.02, "high": 0.005, "p_holm": 0.2}}
+    prim["missing"] = {}
+    assert _primary_lines(ab, prim)[-1] == ("No run compared is better than `vgg` on the "
+                                            "primary endpoint.")

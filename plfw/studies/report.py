@@ -203,10 +203,17 @@ def _primary_lines(ab: Ablation, prim: dict[str, Any]) -> list[str]:
         lines.append(f"| {run} | - | - | not compared: {why} |")
     better = [r for r, d in prim["difference"].items()
               if verdict(d, prim["higher_is_better"], alpha) == "better"]
-    lines += ["", (f"Runs better than `{ab.spec.baseline}` on the primary endpoint: "
-                   + ", ".join(f"`{r}`" for r in better) + ".") if better else
-              f"No run is better than `{ab.spec.baseline}` on the primary endpoint."]
-    return lines
+    base, missing = ab.spec.baseline, len(prim["missing"])
+    if better:
+        answer = (f"Runs better than `{base}` on the primary endpoint: "
+                  + ", ".join(f"`{r}`" for r in better) + ".")
+    elif not prim["difference"]:  # nothing was compared: that says nothing about "better"
+        answer = (f"No run could be compared with `{base}` on the primary endpoint (why: "
+                  f"above), so it cannot say whether any is better.")
+    else:
+        answer = (f"No run compared is better than `{base}` on the primary endpoint"
+                  + (f"; {missing} could not be compared (why: above)." if missing else "."))
+    return [*lines, "", answer]
 
 
 def _matched_lines(ab: Ablation, matched: dict[str, Any], exploratory: bool) -> list[str]:
