@@ -346,6 +346,13 @@ def test_answer_is_written_from_the_numbers() -> None:
     text = "\n".join(answer(Ab, one, 19))
     assert "Better than the baseline: `good` (lpips)" in text
     assert "Every difference" not in text and "fewer than two finished seeds" in text
+    # one seed and no interval: no claim that nothing is better either
+    flat = {"lpips": {**one["lpips"], "difference": {"good": diff(-0.05, -1.0, 1.0)}}}
+    text = "\n".join(answer(Ab, flat, 19))
+    assert "Not distinguishable" in text and "No run is" not in text
+    text = "\n".join(answer(Ab, {"lpips": {**stats["lpips"], "difference": {
+        "noise": diff(0.01, -0.01, 0.03)}}}, 19))
+    assert "No run is shown better than `base` on any metric at 95%" in text
 
 
 @pytest.mark.slow

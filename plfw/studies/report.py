@@ -74,8 +74,8 @@ def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
         if group:
             items = "; ".join(f"`{r}` ({', '.join(ms)})" for r, ms in group.items())
             lines.append(f"- {title}: {items}.")
-    if not better:
-        lines.append(f"- No run is better than `{base}` on any metric at {level}.")
+    if not better and compared - single_seed:  # one seed has no interval: nothing is shown
+        lines.append(f"- No run is shown better than `{base}` on any metric at {level}.")
     lines.append("")
     if spread_notes:
         lines.append("For these differences the interval excludes zero, but the difference is "
