@@ -14,6 +14,7 @@ from helpers import REGISTRY, make_images, tiny_config
 import plfw
 from plfw.cli import main
 from plfw.core.errors import UserError
+from plfw.device.probe import machine
 from plfw.studies.ablate import read_state, run_ablation, train_job
 from plfw.studies.ablation import load_ablation
 from plfw.studies.report import answer
@@ -77,6 +78,11 @@ def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
             state = read_state(out / run / f"seed{seed}")
             assert state["finished"] and state["train_seconds"] > 0 and state["seed"] == seed
             assert state["code"][0].startswith("plfw ")  # which code trained it
+            # where and how long: each session's machine, and scoring as it finished
+            [session] = state["sessions"]
+            assert session["machine"] == machine()  # CPU model and flags, torch, threads
+            assert 0 < session["train_seconds"] == state["train_seconds"]
+            assert state["score_seconds"] > 0
     cfg = yaml.safe_load((out / "gan" / "seed1" / "config.yaml").read_text())
     assert cfg["seed"] == 1 and cfg["phases"]["srgan"]["init"].endswith("mse/seed1/models/"
                                                                         "srresnet.pt")
@@ -100,6 +106,8 @@ def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
 
     data = json.loads((out / "report.json").read_text())
     assert data["training"]["gan/seed0"]["trained_with"] == ["st_lpips_alex"]
+    assert data["training"]["gan/seed0"]["sessions"] == read_state(out / "gan" / "seed0")[
+        "sessions"]
     assert "st_lpips_alex" not in data["jobs"]["gan/seed0"]["scores"]["a"]
     assert data["metrics"]["st_lpips_alex"]["higher_is_better"] is False
     # the reported means are the plain means of the per-image scores in the same file
@@ -131,6 +139,8 @@ def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
     assert train_job(ab, job, REGISTRY, log=lines.append) == "resumed"
     after = json.loads(state_file.read_text())
     assert after["finished"] and after["train_seconds"] > state["train_seconds"]
+    assert len(after["sessions"]) == 2 and after["train_seconds"] == pytest.approx(
+        sum(s["train_seconds"] for s in after["sessions"]))
 
     # The crop grid's rows line up: each bicubic crop is nearest to the HR crop of its image.
     from plfw.studies.scores import score

@@ -58,8 +58,12 @@ KEY_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def machine_key() -> str:
-    """CPU model and its decisive flags, torch version and threads: what the measurement
-    depends on."""
+    """The machine and the probe's version: what a cached measurement depends on."""
+    return f"{machine()} | probe {VERSION}"
+
+
+def machine() -> str:
+    """CPU model and its decisive flags, torch version and threads: what a speed depends on."""
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
@@ -71,7 +75,7 @@ def machine_key() -> str:
     have = set(fields.get("flags", "").split())
     flags = " ".join(f for f in KEY_FLAGS if f in have)
     return (f"{model}{f' ({flags})' if flags else ''} | torch {torch.__version__}"
-            f" | {torch.get_num_threads()} threads | probe {VERSION}")
+            f" | {torch.get_num_threads()} threads")
 
 
 def _step_shaped_net(channels: int = 64, blocks: int = 2) -> nn.Module:

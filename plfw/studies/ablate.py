@@ -20,6 +20,7 @@ from plfw.core import config as config_mod
 from plfw.core.config_files import read_yaml
 from plfw.core.errors import UserError, suggest
 from plfw.core.registry import Registry
+from plfw.device.probe import machine
 from plfw.storage.checkpoint import CheckpointDir, atomic_write_bytes
 from plfw.storage.locks import FolderLock
 from plfw.studies.ablation import STATE_FILE, Ablation, Job, job_overrides, load_ablation
@@ -118,10 +119,20 @@ def train_job(ab: Ablation, job: Job, registry: Registry, log: Any = print,
         trainer.fit()
         state["finished"] = True
     finally:
-        state["train_seconds"] += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        state["train_seconds"] += seconds
+        # and where: a job's time depends on the CPU kind (and the threads the trainer set)
+        state.setdefault("sessions", []).append({"machine": machine(), "train_seconds": seconds})
         if trainer is not None and run_dir.is_dir():  # a folder the Trainer refused stays
             atomic_write_bytes(run_dir / STATE_FILE, json.dumps(state, indent=2).encode())
     return "resumed" if resume else "trained"
+
+
+def _add_score_time(job: Job, seconds: float) -> None:
+    state = read_state(job.run_dir)
+    if state:
+        state["score_seconds"] = state.get("score_seconds", 0.0) + seconds
+        atomic_write_bytes(job.run_dir / STATE_FILE, json.dumps(state, indent=2).encode())
 
 
 def pack_job(job: Job) -> Path | None:
@@ -214,11 +225,12 @@ def run_ablation(path: str | Path, registry: Registry, out: str | Path | None = 
                 lock.acquire()
             for index, job in enumerate(jobs, 1):
                 log(f"plfw ablate: job {index}/{len(jobs)}")
-                train_job(ab, job, registry, log=log, progress=progress)
+                done = train_job(ab, job, registry, log=log, progress=progress)
                 if ab.spec.artefacts == "final_fp16":
                     pack_job(job)
                 # scored as it finishes (a no-op once cached): its scores are committed with
                 # it and outlive a generator the study does not keep or a disk that is lost
+                started = time.perf_counter()
                 inputs = inputs or load_inputs(ab, registry)
                 score(ab, registry, device=device or ab.spec.eval.device, log=log, only=job,
                       inputs=inputs)
@@ -226,6 +238,8 @@ def run_ablation(path: str | Path, registry: Registry, out: str | Path | None = 
                     other_inputs = other_inputs or load_inputs(other, registry)
                     score(other, registry, device=device or ab.spec.eval.device, log=log,
                           only=job, inputs=other_inputs)
+                if done != "skipped":  # the study's compute: training and scoring together
+                    _add_score_time(job, time.perf_counter() - started)
         finally:
             for lock in locks:
                 lock.release()

@@ -427,9 +427,9 @@ def write_report(ab: Ablation, registry: Registry, device: str = "auto", log: An
         "references": {name: {"path": str(path), "scores": scores.values.get(name)}
                        for name, path in ab.references.items()},
         "bicubic": scores.values.get(BICUBIC),
-        "training": {j.label: {"train_seconds": read_state(j.run_dir).get("train_seconds"),
-                               "trained_with": sorted(training_networks(j.config, registry))}
-                     for j in ab.jobs},
+        "training": {j.label: {**{k: v for k, v in read_state(j.run_dir).items() if k in (
+            "train_seconds", "score_seconds", "sessions")},  # sessions: each one's machine
+            "trained_with": sorted(training_networks(j.config, registry))} for j in ab.jobs},
         "primary": prim,
         "main_point": point_label(main_point),
         "statistics": per_point[main_point],
