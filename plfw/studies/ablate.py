@@ -24,7 +24,7 @@ from plfw.device.probe import machine
 from plfw.storage.checkpoint import CheckpointDir, atomic_write_bytes
 from plfw.storage.locks import FolderLock
 from plfw.studies.ablation import STATE_FILE, Ablation, Job, job_overrides, load_ablation
-from plfw.studies.job_files import read_state
+from plfw.studies.job_files import read_state, write_state
 from plfw.studies.scores import Inputs, load_inputs, score
 
 #: Settings that change how a run executes, not what it learns: they may differ between the
@@ -124,7 +124,7 @@ def train_job(ab: Ablation, job: Job, registry: Registry, log: Any = print,
         # and where: a job's time depends on the CPU kind (and the threads the trainer set)
         state.setdefault("sessions", []).append({"machine": machine(), "train_seconds": seconds})
         if trainer is not None and run_dir.is_dir():  # a folder the Trainer refused stays
-            atomic_write_bytes(run_dir / STATE_FILE, json.dumps(state, indent=2).encode())
+            write_state(run_dir, state)
     return "resumed" if resume else "trained"
 
 
@@ -132,7 +132,7 @@ def _add_score_time(job: Job, seconds: float) -> None:
     state = read_state(job.run_dir)
     if state:
         state["score_seconds"] = state.get("score_seconds", 0.0) + seconds
-        atomic_write_bytes(job.run_dir / STATE_FILE, json.dumps(state, indent=2).encode())
+        write_state(job.run_dir, state)
 
 
 def pack_job(job: Job) -> Path | None:

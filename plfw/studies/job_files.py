@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from plfw.core.config import Config
+from plfw.storage.checkpoint import atomic_write_bytes
 from plfw.studies.ablation import STATE_FILE, Job
 
 
@@ -22,6 +23,11 @@ def read_state(run_dir: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def write_state(run_dir: Path, state: dict[str, Any]) -> None:
+    """Write a job's ``ablate.json`` whole or not at all (a kill never leaves half of it)."""
+    atomic_write_bytes(run_dir / STATE_FILE, json.dumps(state, indent=2).encode())
 
 
 PACKED = ".fp16.safetensors"  # a finished job's final generator under artefacts: final_fp16
