@@ -38,15 +38,16 @@ def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
     same: dict[str, list[str]] = {}
     spread_notes: list[str] = []
     checked = 0  # marked differences whose runs have a seed range to compare with
-    single_seed: set[str] = set()
+    untested: set[str] = set()  # no interval (a side with one seed): neither same nor different
     compared: set[str] = set()
     for metric, s in stats.items():
         if base not in s["mean"]:
             continue
         for run, diff in s["difference"].items():
             compared.add(run)
-            if min(s["seeds"].get(run, 0), s["seeds"][base]) < 2 and run not in ab.references:
-                single_seed.add(run)
+            if diff.get("low") is None:
+                untested.add(run)
+                continue
             kind = verdict(diff, s["higher_is_better"], alpha)
             {"better": better, "worse": worse, "same": same}[kind].setdefault(
                 run, []).append(metric)
@@ -74,7 +75,7 @@ def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
         if group:
             items = "; ".join(f"`{r}` ({', '.join(ms)})" for r, ms in group.items())
             lines.append(f"- {title}: {items}.")
-    if not better and compared - single_seed:  # one seed has no interval: nothing is shown
+    if not better and compared - untested:
         lines.append(f"- No run is shown better than `{base}` on any metric at {level}.")
     lines.append("")
     if spread_notes:
@@ -84,11 +85,10 @@ def answer(ab: Ablation, stats: dict[str, Any], images: int) -> list[str]:
     elif checked:
         lines.append("Every difference that the intervals mark (where both runs have two or more "
                      "seeds) is larger than the spread between the per-seed means of either run.")
-    if single_seed:
-        lines.append("")
-        lines.append("Runs with fewer than two finished seeds have no interval (their "
-                     "seed-to-seed variance is unknown), so nothing is claimed for them: "
-                     + ", ".join(sorted(single_seed)) + ".")
+    if untested:
+        lines += ["", "These runs' differences have no interval (they or the baseline have "
+                  "fewer than two finished seeds: the seed-to-seed variance is unknown), so "
+                  f"nothing is claimed for them: {', '.join(f'`{r}`' for r in sorted(untested))}."]
     return lines
 
 
