@@ -103,6 +103,8 @@ def test_seeded_ablation_end_to_end_report_and_resume(tmp_path: Path) -> None:
     for png in ("forest.png", "crops.png", "loss_curves.png"):
         assert (out / png).stat().st_size > 0 and f"({png})" in text
     assert "### a (2 images)" in text and "### b (2 images)" in text
+    # compute per machine: every job here trained on this one
+    assert f"on {session['machine']})" in text and "(recorded for 4 of 4 finished jobs)" in text
 
     data = json.loads((out / "report.json").read_text())
     assert data["training"]["gan/seed0"]["trained_with"] == ["st_lpips_alex"]

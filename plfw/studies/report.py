@@ -20,6 +20,7 @@ from plfw.studies import intervals as stats_mod
 from plfw.studies import plots
 from plfw.studies.ablation import Ablation, Point, point_label
 from plfw.studies.analysis import verdict
+from plfw.studies.compute import compute_text, duration
 from plfw.studies.job_files import finished_model, read_state
 from plfw.studies.scores import BICUBIC, score
 from plfw.studies.trained_with import training_networks
@@ -118,16 +119,6 @@ def _interval(d: dict[str, Any], metric: str | None = None, signed: bool = False
     return f"{f(d['value'])} [{f(d['low'])}, {f(d['high'])}]"
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    hours, rest = divmod(int(round(seconds)), 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
-
-
 def _marked(d: dict[str, Any], higher_is_better: bool, alpha: float) -> str:
     text = _interval(d, signed=True)
     kind = verdict(d, higher_is_better, alpha)
@@ -157,7 +148,7 @@ def _tables(ab: Ablation, stats: dict[str, Any], status: dict[str, str],
         secs = [read_state(j.run_dir).get("train_seconds") for j in jobs
                 if status.get(j.label, "").startswith("finished")]
         secs = [s for s in secs if s]
-        cells.append(_duration(sum(secs) / len(secs)) if secs else "-")
+        cells.append(duration(sum(secs) / len(secs)) if secs else "-")
         lines.append("| " + " | ".join(cells) + " |")
     if ab.spec.baseline is None:
         return lines
@@ -313,7 +304,6 @@ def write_report(ab: Ablation, registry: Registry, device: str = "auto", log: An
         "crops": plots.crop_grid(ab, scores, out / "crops.png"),
         "loss": plots.loss_curves(ab, out / "loss_curves.png"),
     }
-    train_total = sum(read_state(j.run_dir).get("train_seconds") or 0.0 for j in ab.jobs)
     finished = sum(v.startswith("finished") for v in status.values())
     common = "<br>".join(f"`{o}`" for o in ab.overrides) or "none"
     set_text = ", ".join(f"{s} ({len(p)})" for s, p in pairs.items())
@@ -385,10 +375,9 @@ def write_report(ab: Ablation, registry: Registry, device: str = "auto", log: An
     size = sum(m.stat().st_size for m in models) / 1e6
     kept = "fp16 safetensors" if ab.spec.artefacts == "final_fp16" else "as trained"
     command = " ".join(["plfw ablate", str(ab.path), *ab.extra, "--out", str(ab.out)])
-    lines += ["", f"Command: `{command}`. All training together: {_duration(train_total)} "
-              f"(wall time, summed over jobs and resumptions); scoring and this report: "
-              f"{_duration(time.perf_counter() - started)}. Generators kept: {len(models)} "
-              f"files, {size:.1f} MB ({kept}).", ""]
+    lines += ["", f"Command: `{command}`. {compute_text(j.run_dir for j in ab.jobs)} This report "
+              f"(scoring what was new): {duration(time.perf_counter() - started)}. Generators "
+              f"kept: {len(models)} files, {size:.1f} MB ({kept}).", ""]
     if ab.spec.notes:
         lines += ["## What this comparison can and cannot show", "", ab.spec.notes.strip(), ""]
     if pictures["crops"] is not None:
