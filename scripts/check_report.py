@@ -4,7 +4,8 @@ The study issue asks for the intervals to be recomputed independently: this scri
 per-image scores in report.json, rebuilds every (seeds x images) matrix, and recomputes with numpy
 and scipy.stats (not plfw.studies.intervals) each run's mean, each difference to the baseline at
 every sweep point and per evaluation set, the primary endpoint (at a sweep point or interpolated
-at the baseline's PSNR-Y) and the Holm-adjusted p-values. It prints what it checked and the
+at the baseline's PSNR-Y), every two runs at matched distortion (`pairs`) and the
+Holm-adjusted p-values. It prints what it checked and the
 largest deviation, and exits 1 when any value, bound or p-value differs by more than the
 tolerance. The method is the one docs/ablation.md states: seed component per term
 (variance of per-seed means / seeds), one image component over the paired images, Welch-
@@ -155,6 +156,28 @@ def check(data: dict) -> tuple[int, float, list[str]]:
             if got.get("p_holm") is not None and run in adjusted:
                 compare(f"primary.{run}", {"p_holm": got["p_holm"]}, {"p_holm": adjusted[run]},
                         worst, bad, ("p_holm",))
+    pairs = data.get("pairs") or {}
+    if pairs.get("pairs"):  # every two runs at matched distortion: one Holm family
+        one = pairs["set"] in data["sets"]
+        sets = [pairs["set"]] if one else rep.sets
+        keep = {pairs["set"]: [True] * len(data["sets"][pairs["set"]])} if one else every
+        want = {}
+        for p in pairs["pairs"]:
+            for i, got in enumerate(p["difference"]):
+                where = f"pairs.{p['a']}-{p['b']}[{i}]"
+                level = p["levels"][i]
+                want[where] = interval(
+                    at_level(rep, p["a"], pairs["metric"], sets, keep, level)
+                    + [(-w, x) for w, x in at_level(rep, p["b"], pairs["metric"], sets, keep,
+                                                    level)], conf)
+                compare(where, got, want[where], worst, bad)
+        adjusted = holm({k: (w or {}).get("p") for k, w in want.items()})
+        for p in pairs["pairs"]:
+            for i, got in enumerate(p["difference"]):
+                where = f"pairs.{p['a']}-{p['b']}[{i}]"
+                if got.get("p_holm") is not None:
+                    compare(where, {"p_holm": got["p_holm"]}, {"p_holm": adjusted[where]},
+                            worst, bad, ("p_holm",))
     return len(worst), max(worst, default=0.0), bad
 
 

@@ -176,6 +176,70 @@ def test_points_and_arms(tmp_path: Path) -> None:
     assert {j.config.phases["srgan"].lr for j in pinned.jobs} == {5e-4}
 
 
+def test_pairs_of_runs_are_compared_where_their_curves_overlap(tmp_path: Path) -> None:
+    """When the baseline's curve overlaps no other, the declared comparisons compare nothing;
+    the exploratory pairs still compare every two runs over the PSNR-Y range they share
+    (Holm over all pairs and levels), and a pair without a shared range is not compared."""
+    from plfw.studies.ablation import point_label
+    from plfw.studies.analysis import Pool
+    from plfw.studies.pairs import pair_lines, pairwise
+    from plfw.studies.scores import MetricInfo, Scores
+
+    ab = load_ablation(_write(tmp_path, runs={"far": [], "b": [], "c": []}, baseline="far",
+                              primary={"metric": "gmsd", "set": "val", "point": {
+                                  "phases.srgan.losses.adversarial.weight": 1e-2},
+                                  "at_baseline_psnr": True}))
+    weights = [1e-3, 1e-2, 1e-1]
+    psnr = {"far": [25.0, 25.5, 26.0], "b": [27.0, 28.0, 29.0], "c": [28.0, 29.0, 30.0]}
+    noise = [0.0, 0.01, -0.01, 0.02, -0.02, 0.0]  # per image, shared by every job
+    scores = Scores()
+    for job in ab.jobs:
+        k = weights.index(job.point[0][1])
+        seed = 0.003 * (job.seed - 0.5)  # seeds differ a little
+        gmsd = 0.1 + (0.05 if job.run == "c" else 0.0) + seed
+        scores.values[job.label] = {"val": {
+            "psnr_y": [psnr[job.run][k] + 10 * n + seed for n in noise],
+            "gmsd": [gmsd + n for n in noise]}}
+    info = MetricInfo("gmsd", {"name": "gmsd"}, False, (), lambda sr, hr: 0.0)
+    result = pairwise(ab, info, scores, Pool(["val"], {"val": [True] * len(noise)}))
+    assert result["metric"] == "gmsd" and result["set"] == "val"
+    # only b and c share a range (28-29 dB); b is lower (better) there by 0.05 at every level
+    [pair] = result["pairs"]
+    assert (pair["a"], pair["b"]) == ("b", "c")
+    assert pair["levels"] == pytest.approx([28.0, 28.5, 29.0], abs=1e-6)
+    for d in pair["difference"]:
+        assert d["value"] == pytest.approx(-0.05, abs=2e-3) and d["high"] < 0
+        assert d["p"] <= d["p_holm"] <= min(1.0, 3 * d["p"]) + 1e-12  # a family of 3 tests
+    assert pair["verdict"] == "`b` better over the shared range"
+    assert result["not_compared"] == [["far", "b"], ["far", "c"]]
+    text = "\n".join(pair_lines(result, 0.95))
+    assert "Holm-corrected over all 3 comparison(s) of this table. Exploratory" in text
+    assert "| `b` − `c` | 28.00-29.00 dB | 28.00 dB: **-0.0" in text
+    assert text.count("▲") == 3 and "| `b` better over the shared range |" in text
+    assert "so not compared: `far` and `b`, `far` and `c`." in text
+    # the independent checker recomputes them from per-image scores alone, and sees a change
+    spec = importlib.util.spec_from_file_location("check_report",
+                                                  REPO / "scripts" / "check_report.py")
+    checker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checker)
+    data = {"sets": {"val": [f"im{i}" for i in noise]}, "baseline": "far", "bicubic": None,
+            "statistics_method": {"confidence": 0.95}, "references": {}, "primary": None,
+            "kept_in_pool": {"val": [True] * len(noise)}, "statistics_per_point": {},
+            "jobs": {j.label: {"run": j.run, "point": point_label(j.point),
+                               "scores": scores.values[j.label]} for j in ab.jobs},
+            "pairs": json.loads(json.dumps(result))}
+    count, worst, bad = checker.check(data)
+    assert count == 15 and worst < 1e-9 and not bad  # 3 levels x (value, low, high, p, Holm p)
+    data["pairs"]["pairs"][0]["difference"][1]["high"] += 1e-3
+    data["pairs"]["pairs"][0]["difference"][2]["p_holm"] += 1e-3
+    assert [b.split(":")[0] for b in checker.check(data)[2]] == ["pairs.b-c[1].high",
+                                                                  "pairs.b-c[2].p_holm"]
+    # one seed each: no interval, so nothing is claimed either way
+    single = Scores({k: v for k, v in scores.values.items() if k.endswith("seed0")})
+    [pair] = pairwise(ab, info, single, Pool(["val"], {"val": [True] * len(noise)}))["pairs"]
+    assert pair["verdict"] == "untested (no interval: a run with one seed)"
+
+
 def test_duplicate_eval_images_are_counted_once(tmp_path: Path) -> None:
     from plfw.evaluation.evaluate import Pair
     from plfw.studies.analysis import duplicates

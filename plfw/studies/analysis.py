@@ -116,7 +116,8 @@ def verdict(d: dict[str, Any], higher_is_better: bool, alpha: float) -> str:
     return "better" if (d["value"] > 0) == higher_is_better else "worse"
 
 
-def _holm_into(diffs: dict[str, dict[str, Any]]) -> None:
+def holm_into(diffs: dict[str, dict[str, Any]]) -> None:
+    """Add each difference's Holm-adjusted p (``p_holm``), the dict being one family."""
     ps = {k: d["p"] if d["p"] is not None else math.nan for k, d in diffs.items()}
     for k, p in stats.holm(ps).items():
         diffs[k]["p_holm"] = None if math.isnan(p) else p
@@ -137,7 +138,7 @@ def setting(ab: Ablation, metrics: list[MetricInfo], scores: Scores, pool: Pool,
         if base is not None:
             diffs = {r: estimate(stats.difference(x, mats[base], conf)) for r, x in mats.items()
                      if r not in (base, BICUBIC)}
-            _holm_into(diffs)
+            holm_into(diffs)
         out[m.label] = {
             "higher_is_better": m.higher_is_better,
             "seeds": {r: (1 if r == BICUBIC or r in ab.references else len(x))
@@ -208,7 +209,7 @@ def matched(ab: Ablation, metrics: list[MetricInfo], scores: Scores, pool: Pool,
                     estimate(stats.matched_difference(pts, cs[base], level, conf), level=level)
                     for level in lv]
             for i in range(len(lv)):
-                _holm_into({r: d[i] for r, d in entry["difference"].items()})
+                holm_into({r: d[i] for r, d in entry["difference"].items()})
             alpha = 1 - conf
             for run, ds in entry["difference"].items():
                 kinds = {verdict(d, m.higher_is_better, alpha) for d in ds}
@@ -268,7 +269,7 @@ def primary(ab: Ablation, metrics: list[MetricInfo], scores: Scores,
                     stats.matched_difference(cs[run], cs[base], out["psnr"], conf))
             except ValueError as exc:
                 out["missing"][run] = str(exc)
-    _holm_into(out["difference"])
+    holm_into(out["difference"])
     return out
 
 

@@ -20,8 +20,10 @@ from plfw.studies import intervals as stats_mod
 from plfw.studies import plots
 from plfw.studies.ablation import Ablation, Point, point_label
 from plfw.studies.analysis import verdict
+from plfw.studies.cells import fmt, interval_text, marked
 from plfw.studies.compute import compute_text, duration
 from plfw.studies.job_files import finished_model, read_state
+from plfw.studies.pairs import pair_lines, pairwise
 from plfw.studies.scores import BICUBIC, score
 from plfw.studies.trained_with import training_networks
 
@@ -101,33 +103,6 @@ def _relative(path: Path, folder: Path) -> str:
         return str(path.resolve())
 
 
-def _fmt(value: float | None, metric: str) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if metric.startswith("psnr") else f"{value:.4f}"
-
-
-def _interval(d: dict[str, Any], metric: str | None = None, signed: bool = False) -> str:
-    """``value [low, high]`` (no interval: ``value (no interval)``)."""
-    def f(v: float) -> str:
-        return f"{v:+.4g}" if signed else (_fmt(v, metric) if metric else f"{v:.4g}")
-
-    if d.get("value") is None:
-        return "-"
-    if d.get("low") is None:
-        return f"{f(d['value'])} (no interval)"
-    return f"{f(d['value'])} [{f(d['low'])}, {f(d['high'])}]"
-
-
-def _marked(d: dict[str, Any], higher_is_better: bool, alpha: float) -> str:
-    text = _interval(d, signed=True)
-    kind = verdict(d, higher_is_better, alpha)
-    p = d.get("p_holm")
-    if p is not None:
-        text += f" p={p:.2g}"
-    return text if kind == "same" else f"**{text}** {'▲' if kind == 'better' else '▼'}"
-
-
 def _tables(ab: Ablation, stats: dict[str, Any], status: dict[str, str],
             point: Point) -> list[str]:
     metrics = list(stats)
@@ -144,7 +119,7 @@ def _tables(ab: Ablation, stats: dict[str, Any], status: dict[str, str],
         for m in metrics:
             mean = stats[m]["mean"].get(run)
             cells.append("(trained with it)" if mean is None and not fixed and done else
-                         "-" if mean is None else _interval(mean, m))
+                         "-" if mean is None else interval_text(mean, m))
         secs = [read_state(j.run_dir).get("train_seconds") for j in jobs
                 if status.get(j.label, "").startswith("finished")]
         secs = [s for s in secs if s]
@@ -163,7 +138,7 @@ def _tables(ab: Ablation, stats: dict[str, Any], status: dict[str, str],
         cells = [run]
         for m in metrics:
             d = stats[m]["difference"].get(run)
-            cells.append("-" if d is None else _marked(d, stats[m]["higher_is_better"], alpha))
+            cells.append("-" if d is None else marked(d, stats[m]["higher_is_better"], alpha))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -188,7 +163,7 @@ def _primary_lines(ab: Ablation, prim: dict[str, Any]) -> list[str]:
         p = d.get("p_holm")
         words = {"better": "better than the baseline", "worse": "worse",
                  "same": "not separated"}[kind]
-        lines.append(f"| {run} | {_interval(d, signed=True)} | "
+        lines.append(f"| {run} | {interval_text(d, signed=True)} | "
                      f"{'-' if p is None else f'{p:.2g}'} | {words} |")
     for run, why in prim["missing"].items():
         lines.append(f"| {run} | - | - | not compared: {why} |")
@@ -221,7 +196,7 @@ def _matched_lines(ab: Ablation, matched: dict[str, Any], exploratory: bool) -> 
                                           for v in lv) + " | over the range |",
                   "|---|" + "---|" * (len(lv) + 1)]
         for run, ds in e["difference"].items():
-            cells = [_marked(d, e["higher_is_better"], alpha) for d in ds]
+            cells = [marked(d, e["higher_is_better"], alpha) for d in ds]
             lines.append(f"| {run} | " + " | ".join(cells) + f" | {e['dominance'][run]} |")
         lines.append("")
     if not lines:
@@ -245,7 +220,7 @@ def _settled_lines(result: dict[str, Any]) -> list[str]:
     for run, mv in result["moves"].items():
         within = {True: "yes", False: "**no**", None: "- (one seed)"}[mv["within_spread"]]
         sd = "-" if mv["seed_sd"] is None else f"{mv['seed_sd']:.4g}"
-        lines.append(f"| {run} | {_fmt(mv['from'], m)} | {_fmt(mv['to'], m)} | "
+        lines.append(f"| {run} | {fmt(mv['from'], m)} | {fmt(mv['to'], m)} | "
                      f"{mv['change']:+.4g} | {sd} | {within} |")
     return [*lines, ""]
 
@@ -290,6 +265,9 @@ def write_report(ab: Ablation, registry: Registry, device: str = "auto", log: An
     prim = st.primary(ab, metrics, scores, pools)
     matched_pool = pools[spec_primary.set] if spec_primary and spec_primary.set else pools["all"]
     matched = st.matched(ab, metrics, scores, matched_pool) if len(points) > 1 else {}
+    pair_info = next((m for m in metrics if spec_primary and m.label == spec_primary.metric), None)
+    pairs_found = (pairwise(ab, pair_info, scores, matched_pool)
+                   if matched and pair_info is not None else None)
     curve_sets = ab.spec.eval.curve.sets or list(ab.sets)
     names = {s: [p.name for p in pairs[s]] for s in sets}
     settled = [st.settled(ab, m, curve_sets, main_point, keep, names)
@@ -341,6 +319,9 @@ def write_report(ab: Ablation, registry: Registry, device: str = "auto", log: An
         if pictures["pd"] is not None:
             lines += [f"![perception-distortion plane]({pictures['pd'].name})", ""]
         lines += _matched_lines(ab, matched, exploratory)
+        if pairs_found is not None:
+            lines += ["### Every two runs at matched distortion (exploratory)", "",
+                      *pair_lines(pairs_found, ab.spec.report.confidence)]
     if ab.spec.eval.curve.at:
         lines += ["## Learning curves", "",
                   f"Scored inside every job at updates {ab.spec.eval.curve.at} on "
@@ -397,7 +378,8 @@ def write_report(ab: Ablation, registry: Registry, device: str = "auto", log: An
         "ablation": str(ab.path), "baseline": ab.spec.baseline, "scale": ab.scale,
         "statistics_method": {"method": stats_mod.METHOD, "confidence": rep.confidence,
                               "correction": "Holm, per metric over the runs (per sweep point "
-                              "or matched PSNR level); the primary endpoint is its own family"},
+                              "or matched PSNR level); the primary endpoint is its own family, "
+                              "as are the exploratory pairs at matched distortion"},
         "sets": {s: [p.name for p in ps] for s, ps in pairs.items()},
         "duplicates": dup_notes,
         "kept_in_pool": keep,
@@ -423,7 +405,8 @@ def write_report(ab: Ablation, registry: Registry, device: str = "auto", log: An
         "main_point": point_label(main_point),
         "statistics": per_point[main_point],
         "statistics_per_point": {point_label(p) or "-": v for p, v in per_point.items()},
-        "statistics_per_set": per_set, "matched_distortion": matched, "learning": settled,
+        "statistics_per_set": per_set, "matched_distortion": matched, "pairs": pairs_found,
+        "learning": settled,
     }
     atomic_write_bytes(out / "report.json", json.dumps(data, indent=1).encode())
     return report
