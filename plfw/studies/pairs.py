@@ -64,10 +64,11 @@ def pair_lines(result: dict[str, Any], confidence: float) -> list[str]:
         lines += ["| a − b | shared PSNR-Y | at each level | verdict |", "|---|---|---|---|"]
     better = result["higher_is_better"]
     for p in pairs:
-        at = "<br>".join(f"{d['level']:.2f} dB: {marked(d, better, 1 - confidence)}"
+        digits = 2 if p["levels"][-1] - p["levels"][0] > 0.1 else 3  # levels told apart
+        at = "<br>".join(f"{d['level']:.{digits}f} dB: {marked(d, better, 1 - confidence)}"
                          for d in p["difference"])
-        lines.append(f"| `{p['a']}` − `{p['b']}` | {p['levels'][0]:.2f}-{p['levels'][-1]:.2f} dB"
-                     f" | {at} | {p['verdict']} |")
+        lines.append(f"| `{p['a']}` − `{p['b']}` | {p['levels'][0]:.{digits}f}-"
+                     f"{p['levels'][-1]:.{digits}f} dB | {at} | {p['verdict']} |")
     if result["not_compared"]:
         lines += ["", "No shared PSNR-Y range, so not compared: " + ", ".join(
             f"`{a}` and `{b}`" for a, b in result["not_compared"]) + "."]
